@@ -1,0 +1,123 @@
+"""The plugin's checkpoints: tensors plus JSON-safe metadata, written whole or not at all.
+
+A checkpoint is ``{"state_dict": {name: Tensor}, "meta": {str: str | int | float | list}}``
+saved with ``torch.save`` and read with ``torch.load(weights_only=True)``: nothing executable
+is unpickled. Writes go to a temporary file in the same folder and are renamed into place; an
+existing checkpoint is never overwritten.
+"""
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or made for another model, data set or feature width."""
+
+
+# Keys that do not change what a trained model is (where it is written, how much is logged,
+# what is done after training): left out of the cache key.
+_NOT_IN_FINGERPRINT = {
+    "unlearn", "output_dir", "checkpoint_dir", "show_progress", "state", "log_wandb",
+    "wandb_project", "config_files", "checkpoint", "forget_file", "tune", "ray_address",
+    "gpu_id", "use_gpu", "device", "worker", "save_dataset", "save_dataloaders",
+    "dataset_save_path", "dataloaders_save_path", "data_path", "local_rank", "nproc",
+    "world_size", "offset", "ip", "port", "single_spec", "eval_batch_size",
+}
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def config_fingerprint(config, exclude_prefixes=()):
+    """sha256 of the config items that define a trained model (all but run bookkeeping and
+    keys starting with ``exclude_prefixes``)."""
+    items = {k: _plain(v) for k, v in config.final_config_dict.items()
+             if k not in _NOT_IN_FINGERPRINT and not k.startswith(tuple(exclude_prefixes))}
+    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
+
+
+def file_digest(path, chunk=1 << 22):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(data_dir):
+    """sha256 over the names and contents of the data set folder's files."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(data_dir).iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            digest.update(path.name.encode())
+            digest.update(file_digest(path).encode())
+    return digest.hexdigest()
+
+
+def atomic_write(path, write):
+    """Call ``write(tmp_path)``, then rename into ``path``; refuse to replace an existing file."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists; recbole_tru never overwrites an output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.link(tmp, path)              # fails if someone created ``path`` meanwhile
+    finally:
+        os.unlink(tmp)
+    return path
+
+
+def save_checkpoint(path, model, meta):
+    """Write ``model``'s parameters and persistent buffers with ``meta`` to a new file."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {"state_dict": state, "meta": _plain(meta)}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_checkpoint(path):
+    """Load a checkpoint written by :func:`save_checkpoint` (weights only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated/garbled files
+        raise CheckpointError(f"{path} is not a readable recbole_tru checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
+        raise CheckpointError(f"{path} is not a recbole_tru checkpoint (no state_dict/meta)")
+    return payload
+
+
+def load_into(model, path, expect=None):
+    """Load checkpoint ``path`` into ``model`` after checking ``meta`` against ``expect``
+    (e.g. ``{"model": "VBPR", "dataset": "ml-100k-mm"}``) and every tensor's shape."""
+    payload = read_checkpoint(path)
+    meta = payload["meta"]
+    for key, value in (expect or {}).items():
+        if meta.get(key) != value:
+            raise CheckpointError(f"{path} was made for {key}={meta.get(key)!r}, this run has {key}={value!r}")
+    own = model.state_dict()
+    state = payload["state_dict"]
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or extra:
+        raise CheckpointError(f"{path} does not fit {type(model).__name__}: missing {missing[:5]}, unexpected {extra[:5]}")
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if state[k].shape != own[k].shape]
+    if wrong:
+        raise CheckpointError(f"{path} does not fit this model/data (shapes differ, e.g. another data set "
+                              f"or feature width): {'; '.join(wrong[:5])}")
+    model.load_state_dict(state)
+    return meta

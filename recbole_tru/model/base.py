@@ -1,0 +1,86 @@
+"""The contract every multimodal backbone of the plugin follows.
+
+A backbone is a RecBole ``GeneralRecommender`` with pairwise (BPR) input. On top of
+``calculate_loss`` / ``predict`` / ``full_sort_predict`` it declares where its capacity
+lives, which the unlearning methods need:
+
+* :meth:`branches` -- ``{branch: [parameter names]}``: ``id`` plus one branch per modality;
+* :meth:`user_tables` -- the parameters whose row ``offset + u`` belongs to user ``u``;
+* :meth:`item_id_tables` -- the ID-branch parameters whose row ``offset + i`` belongs to item ``i``
+  (content branches are not owned by an item's interactions);
+* :meth:`pair_scores` -- scores of several aligned (user, item) sets from ONE forward pass.
+
+Item features are non-persistent buffers (``feat_<modality>``): they come from the data set's
+feature files, so checkpoints hold parameters only.
+"""
+import torch
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
+
+from recbole_tru.losses import bpr_loss
+
+
+class MultimodalRecommender(GeneralRecommender):
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        features = getattr(dataset, "item_features", None)
+        if not features:
+            raise ValueError(
+                f"{type(self).__name__} needs item features: set config key 'modalities' "
+                f"(modality -> feature-file suffix) for data set '{config['dataset']}'.")
+        self.modalities = tuple(features)
+        for name, matrix in features.items():
+            if matrix.shape[0] != self.n_items:
+                raise ValueError(f"modality '{name}': {matrix.shape[0]} feature rows for {self.n_items} items")
+            self.register_buffer(f"feat_{name}", matrix.float(), persistent=False)
+        self.reg_weight = config["reg_weight"]
+
+    def feature(self, modality):
+        """Item features of ``modality``: FloatTensor [n_items, dim] (row 0 = padding)."""
+        return getattr(self, f"feat_{modality}")
+
+    # --- capacity declaration -------------------------------------------------------------
+    def branches(self):
+        raise NotImplementedError
+
+    def user_tables(self):
+        """``[(parameter name, row offset)]``: row ``offset + u`` of each belongs to user u."""
+        raise NotImplementedError
+
+    def item_id_tables(self):
+        """``[(parameter name, row offset)]``: ID-branch rows of item i."""
+        raise NotImplementedError
+
+    # --- scoring --------------------------------------------------------------------------
+    def pair_scores(self, users, *item_sets):
+        """Scores s_ui for ``users`` [B] against each LongTensor [B] in ``item_sets``."""
+        raise NotImplementedError
+
+    def reg_loss(self, users, *item_sets):
+        """L2 penalty on the batch's rows (the paper's λ||Θ||², applied per mini-batch)."""
+        raise NotImplementedError
+
+    def calculate_loss(self, interaction):
+        users = interaction[self.USER_ID]
+        pos, neg = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        pos_score, neg_score = self.pair_scores(users, pos, neg)
+        return bpr_loss(pos_score, neg_score) + self.reg_weight * self.reg_loss(users, pos, neg)
+
+    def predict(self, interaction):
+        (score,) = self.pair_scores(interaction[self.USER_ID], interaction[self.ITEM_ID])
+        return score
+
+    def cached(self, compute):
+        """``compute()``, memoised while no parameter changes, in evaluation only.
+
+        The key is the parameters' in-place version counters, which optimizer steps and
+        ``load_state_dict`` advance, so the cache can never serve stale parameters."""
+        if self.training or torch.is_grad_enabled():
+            return compute()
+        key = tuple(p._version for p in self.parameters())
+        cache = getattr(self, "_eval_cache", None)
+        if cache is None or cache[0] != key:
+            self._eval_cache = cache = (key, compute())
+        return cache[1]

@@ -1,0 +1,86 @@
+"""VBPR (He & McAuley, "VBPR: Visual Bayesian Personalized Ranking from Implicit Feedback",
+AAAI 2016), generalised to any number of content modalities.
+
+Score (paper eq. 2, one term per modality m)::
+
+    s_ui = β_i + γ_u·γ_i + Σ_m θ_u^m·(E_m f_i^m) + Σ_m β'_m·f_i^m
+
+* ``item_bias`` β_i [n_items, 1], ``user_embedding`` γ_u and ``item_embedding`` γ_i [·, K];
+* per modality: ``theta[m]`` θ_u^m [n_users, K'], ``projection[m]`` E_m [F_m -> K'],
+  ``feature_bias[m]`` β'_m [F_m -> 1] (the paper's "visual bias" term);
+* features f_i^m are fixed buffers. Each modality is its own branch; ``id`` holds γ and β.
+
+Deviation: the paper's global offset α and user bias β_u are dropped (they cancel in BPR's
+s_ui - s_uj). Regularisation is L2 on the rows of the batch (``reg_weight``); E_m and β'_m are
+not penalised (Adam with ``weight_decay`` can add it).
+"""
+import torch
+from torch import nn
+from recbole.model.init import xavier_normal_initialization
+
+from recbole_tru.losses import l2_reg
+from recbole_tru.model.base import MultimodalRecommender
+
+
+class VBPR(MultimodalRecommender):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        k, k_content = config["embedding_size"], config["content_embedding_size"]
+        self.user_embedding = nn.Embedding(self.n_users, k)
+        self.item_embedding = nn.Embedding(self.n_items, k)
+        self.item_bias = nn.Embedding(self.n_items, 1)
+        self.theta = nn.ModuleDict({m: nn.Embedding(self.n_users, k_content) for m in self.modalities})
+        self.projection = nn.ModuleDict(
+            {m: nn.Linear(self.feature(m).shape[1], k_content, bias=False) for m in self.modalities})
+        self.feature_bias = nn.ModuleDict(
+            {m: nn.Linear(self.feature(m).shape[1], 1, bias=False) for m in self.modalities})
+        self.apply(xavier_normal_initialization)
+        nn.init.zeros_(self.item_bias.weight)
+        for m in self.modalities:
+            nn.init.zeros_(self.feature_bias[m].weight)
+
+    def branches(self):
+        branches = {"id": ["user_embedding.weight", "item_embedding.weight", "item_bias.weight"]}
+        for m in self.modalities:
+            branches[m] = [f"theta.{m}.weight", f"projection.{m}.weight", f"feature_bias.{m}.weight"]
+        return branches
+
+    def user_tables(self):
+        return [("user_embedding.weight", 0)] + [(f"theta.{m}.weight", 0) for m in self.modalities]
+
+    def item_id_tables(self):
+        return [("item_embedding.weight", 0), ("item_bias.weight", 0)]
+
+    def _item_side(self, items=None):
+        """Item vector [·, K + M·K'] (γ_i and E_m f_i^m stacked) and item offset [·]
+        (β_i + Σ_m β'_m·f_i^m) for ``items`` (all items when None)."""
+        index = slice(None) if items is None else items
+        vectors = [self.item_embedding.weight[index]]
+        offset = self.item_bias.weight[index].squeeze(-1)
+        for m in self.modalities:
+            f = self.feature(m)[index]
+            vectors.append(self.projection[m](f))
+            offset = offset + self.feature_bias[m](f).squeeze(-1)
+        return torch.cat(vectors, dim=-1), offset
+
+    def _user_side(self, users):
+        return torch.cat([self.user_embedding(users)] + [self.theta[m](users) for m in self.modalities], dim=-1)
+
+    def pair_scores(self, users, *item_sets):
+        user_vec = self._user_side(users)
+        scores = []
+        for items in item_sets:
+            item_vec, offset = self._item_side(items)
+            scores.append((user_vec * item_vec).sum(-1) + offset)
+        return tuple(scores)
+
+    def reg_loss(self, users, *item_sets):
+        rows = [self.user_embedding(users)] + [self.theta[m](users) for m in self.modalities]
+        for items in item_sets:
+            rows += [self.item_embedding(items), self.item_bias(items)]
+        return l2_reg(*rows)
+
+    def full_sort_predict(self, interaction):
+        item_vec, offset = self.cached(self._item_side)
+        users = interaction[self.USER_ID]
+        return (self._user_side(users) @ item_vec.T + offset).view(-1)

