@@ -19,7 +19,7 @@ DEFAULT_DATASET = "ml-100k-mm"
 
 # Config keys starting with these belong to the plugin: every one must be declared (with a
 # default and a comment) in properties/, so a typo fails at start-up instead of being ignored.
-PLUGIN_PREFIXES = ("forget_", "tru_", "reverse_", "finetune_", "gradascent_", "retrain_",
+PLUGIN_PREFIXES = ("forget_", "unlearn_", "tru_", "reverse_", "finetune_", "gradascent_", "retrain_",
                    "audit_", "tune_", "sisa_", "feature_")
 
 

@@ -35,26 +35,32 @@ def build_model(config, train_dataset):
     return get_model(config["model"])(config, train_dataset).to(config["device"])
 
 
-def fit(config, train_data, valid_data, model=None, show_progress=None):
-    """Train with RecBole's trainer and early stopping; return the best model and a summary.
+def fit_trainer(trainer, train_data, valid_data, show_progress=False):
+    """RecBole's ``trainer.fit`` with early stopping; the trainer's model ends at its best epoch.
 
     RecBole writes its best-epoch checkpoint into a private temporary folder that is removed
-    afterwards, so concurrent fits never share (or overwrite) a file.
+    afterwards, so concurrent fits never share (or overwrite) a file. Returns a summary dict.
     """
-    model = model if model is not None else build_model(config, train_data.dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    show = config["show_progress"] if show_progress is None else show_progress
     with tempfile.TemporaryDirectory(prefix="recbole_tru_fit_") as tmp:
         trainer.saved_model_file = str(Path(tmp) / "best.pth")
         start = time.perf_counter()
-        best_score, best_result = trainer.fit(train_data, valid_data, saved=True, show_progress=show)
+        best_score, best_result = trainer.fit(train_data, valid_data, saved=True, show_progress=show_progress)
         seconds = time.perf_counter() - start
-        state = torch.load(trainer.saved_model_file, map_location=config["device"], weights_only=False)
-    model.load_state_dict(state["state_dict"])
+        state = torch.load(trainer.saved_model_file, map_location=trainer.device, weights_only=False)
+    trainer.model.load_state_dict(state["state_dict"])
     epochs = len(trainer.train_loss_dict)
-    summary = {"epochs": epochs, "best_epoch": int(state["epoch"]), "seconds": seconds,
-               "seconds_per_epoch": seconds / max(epochs, 1), "best_valid_score": best_score,
-               "best_valid_result": dict(best_result or {})}
+    return {"epochs": epochs, "best_epoch": int(state["epoch"]), "seconds": seconds,
+            "seconds_per_epoch": seconds / max(epochs, 1), "best_valid_score": float(best_score),
+            "best_valid_result": {k: float(v) for k, v in (best_result or {}).items()}}
+
+
+def fit(config, train_data, valid_data, model=None, show_progress=None):
+    """Train a fresh (or the given) model with RecBole's trainer for ``config['model']``.
+    Returns ``(model, trainer, summary)``."""
+    model = model if model is not None else build_model(config, train_data.dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    show = config["show_progress"] if show_progress is None else show_progress
+    summary = fit_trainer(trainer, train_data, valid_data, show)
     return model, trainer, summary
 
 

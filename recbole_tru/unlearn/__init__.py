@@ -1,0 +1,1 @@
+"""Unlearning: deletion requests, retained data, the methods (RecBole trainers) and the judge."""

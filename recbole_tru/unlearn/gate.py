@@ -1,0 +1,72 @@
+"""TRU's ranking fusion gate and guarded stop (pure functions of rank arrays).
+
+A forget pair should end up ranked like a pair the model never trained on. Forget ranks are
+quantile-matched to a live reference of non-member ranks (1-D optimal transport: sort both),
+and only pairs ranked above their matched target keep a push, measured in log-rank because
+membership shows at the top of the list::
+
+    g = clip(tanh((log r_target - log r_ui) / T), 0, 1)
+
+``g`` is 0 at or below the target and grows with the log-rank gap above it.
+"""
+import numpy as np
+
+
+def matched_targets(forget_ranks, reference_ranks):
+    """Target rank of each forget pair: the reference quantile at the pair's own quantile
+    among the forget ranks (ties broken by position). Interpolated in log-rank."""
+    forget_ranks = np.asarray(forget_ranks, dtype=np.float64)
+    reference = np.log(np.sort(np.asarray(reference_ranks, dtype=np.float64)))
+    if len(reference) == 0:
+        raise ValueError("the gate's reference (never-trained pairs) is empty")
+    order = np.argsort(forget_ranks, kind="stable")
+    quantiles = (np.arange(len(forget_ranks)) + 0.5) / len(forget_ranks)
+    positions = quantiles * len(reference) - 0.5
+    targets = np.empty(len(forget_ranks))
+    targets[order] = np.exp(np.interp(positions, np.arange(len(reference)), reference))
+    return targets
+
+
+def gate_weights(forget_ranks, target_ranks, temperature):
+    """``clip(tanh((log r_target - log r_ui) / T), 0, 1)`` per pair."""
+    if temperature <= 0:
+        raise ValueError(f"gate temperature must be > 0, got {temperature}")
+    gap = np.log(np.asarray(target_ranks, dtype=np.float64)) - np.log(np.asarray(forget_ranks, dtype=np.float64))
+    return np.clip(np.tanh(gap / temperature), 0.0, 1.0)
+
+
+def ks_distance(a, b):
+    """Two-sample Kolmogorov-Smirnov statistic sup |F_a - F_b| (rank-invariant)."""
+    a, b = np.sort(np.asarray(a, dtype=np.float64)), np.sort(np.asarray(b, dtype=np.float64))
+    grid = np.concatenate([a, b])
+    return float(np.max(np.abs(np.searchsorted(a, grid, side="right") / len(a)
+                               - np.searchsorted(b, grid, side="right") / len(b))))
+
+
+class GuardedStop:
+    """Stop when the distance falls below ``delta`` or has risen ``patience`` checks in a row;
+    remember the state with the lowest distance seen (the caller restores it)."""
+
+    def __init__(self, delta, patience=2):
+        self.delta, self.patience = float(delta), int(patience)
+        self.best = np.inf
+        self.best_state = None
+        self.best_check = -1
+        self.last = None
+        self.rises = 0
+        self.checks = 0
+        self.reason = None
+
+    def update(self, distance, snapshot):
+        """Record ``distance``; ``snapshot()`` is called only when it is the best so far.
+        Returns True when it is time to stop."""
+        if distance < self.best:
+            self.best, self.best_state, self.best_check = distance, snapshot(), self.checks
+        self.rises = self.rises + 1 if self.last is not None and distance > self.last else 0
+        self.last = distance
+        self.checks += 1
+        if distance < self.delta:
+            self.reason = f"distance {distance:.4f} < delta {self.delta}"
+        elif self.rises >= self.patience:
+            self.reason = f"distance rose {self.rises} checks in a row"
+        return self.reason is not None
