@@ -12,7 +12,7 @@ replaced, so that the tests can show every fix is needed (the original fails) an
 | --- | --- | --- |
 | ``numpy_aliases`` | numpy 2 removed ``np.float_``, ``np.complex_``, ``np.unicode_`` | ``Config()`` raises AttributeError |
 | ``pandas_seq_fill`` | pandas 3 copy-on-write: ``fillna(inplace=True)`` on a column is a no-op | empty ``token_seq``/``float_seq`` cells stay NaN and crash ``_load_feat`` |
-| ``pandas_fill_nan`` | same, plus ``np.float`` removed | ``Dataset._fill_nan`` leaves NaN tokens/floats |
+| ``pandas_fill_nan`` | same | ``Dataset._fill_nan`` leaves NaN tokens/floats |
 | ``pandas_agg_len`` | pandas 3 ``Series.agg(len)`` returns the Series length | any ``token_seq`` feature fails in ``_remap`` ("Length of values") |
 | ``scipy_dok_update`` | scipy >= 1.13 removed ``dok_matrix._update`` | LightGCN/NGCF adjacency construction fails |
 | ``torch_load_recbole`` | torch >= 2.6 ``torch.load`` defaults to ``weights_only=True`` | RecBole's own checkpoints (they pickle its ``Config``) fail to load in ``Trainer.evaluate(load_best_model=True)`` |
@@ -140,8 +140,11 @@ def scipy_dok_update():
         ORIGINALS["dok_matrix._update"] = None
 
         def _update(self, data):
-            for key, value in data.items():
-                self[key] = value
+            if hasattr(self, "_dict"):          # scipy >= 1.13 keeps the entries in a dict
+                self._dict.update(data)
+            else:
+                for key, value in data.items():
+                    self[key] = value
 
         sp.dok_matrix._update = _update
 

@@ -6,6 +6,7 @@ list of names that do exist.
 """
 import difflib
 import importlib
+import importlib.util
 import inspect
 
 PLUGIN_MODELS = {

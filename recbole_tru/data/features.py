@@ -9,6 +9,7 @@ Rows are keyed by the raw item token (never by row order) and re-ordered to the 
 internal item ids; row 0 (RecBole's ``[PAD]``) is all zeros. Every problem is an error that
 names the file (and the line or item where one applies).
 """
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,11 @@ def read_feature_file(path, item_field="item_id", expected_dim=None, sep="\t"):
     if len(header) != 2 or header[0] != f"{item_field}:token" or not header[1].endswith(":float_seq"):
         raise FeatureFileError(
             f"{path}: header must be '{item_field}:token<TAB><name>:float_seq', got {sep.join(header)!r}")
-    df = pd.read_csv(path, sep=sep, header=0, names=["token", "values"], dtype=str,
-                     keep_default_na=False, engine="c")
+    try:
+        df = pd.read_csv(path, sep=sep, header=0, names=["token", "values"], dtype=str,
+                         keep_default_na=False, engine="c", quoting=csv.QUOTE_NONE)
+    except (pd.errors.ParserError, ValueError) as err:
+        raise FeatureFileError(f"{path}: malformed feature file ({err})") from None
     if len(df) == 0:
         raise FeatureFileError(f"{path}: no feature rows")
     tokens = df["token"].to_numpy()
@@ -53,6 +57,8 @@ def read_feature_file(path, item_field="item_id", expected_dim=None, sep="\t"):
         raise FeatureFileError(f"{path}: duplicate rows for item(s) {_show(tokens[dup.to_numpy()])}")
     counts = df["values"].str.split().str.len().to_numpy()
     dim = int(np.bincount(counts).argmax())
+    if dim == 0:
+        raise FeatureFileError(f"{path}: feature rows have no values")
     bad = np.flatnonzero(counts != dim)
     if len(bad):
         lines = [f"line {i + 2} (item {tokens[i]}: {counts[i]} values)" for i in bad[:5]]
