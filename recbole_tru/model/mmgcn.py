@@ -32,7 +32,7 @@ from recbole_tru.model.base import MultimodalRecommender
 
 
 def mean_adjacency(dataset, n_users, n_items):
-    """Row-normalised bipartite adjacency D⁻¹A [n_users + n_items]² (sparse COO) of the
+    """Row-normalised bipartite adjacency D⁻¹A [n_users + n_items]² (sparse CSR) of the
     interactions in ``dataset``; a node without edges has an all-zero row."""
     coo = dataset.inter_matrix(form="coo")
     users = torch.from_numpy(coo.row.astype(np.int64))
@@ -43,7 +43,22 @@ def mean_adjacency(dataset, n_users, n_items):
     rows, cols = key // n, key % n
     degree = torch.bincount(rows, minlength=n).float()
     values = 1.0 / degree[rows]
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n)).coalesce()
+    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=True)
+    return coo.coalesce().to_sparse_csr()
+
+
+class _SparseMM(torch.autograd.Function):
+    """``A @ x`` for a constant CSR matrix, backward ``Aᵀ @ grad`` with a precomputed CSR
+    transpose (CPU CSR products are ~10x faster than COO ones, forward and backward)."""
+
+    @staticmethod
+    def forward(ctx, a, a_t, x):
+        ctx.a_t = a_t
+        return a @ x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, ctx.a_t @ grad
 
 
 class GraphBranch(nn.Module):
@@ -59,10 +74,10 @@ class GraphBranch(nn.Module):
         g_in = (lambda d: d + dim) if combination == "concat" else (lambda d: d)
         self.combine = nn.ModuleList(nn.Linear(g_in(d), dim) for d in in_dims)
 
-    def forward(self, preference, features, id_embedding, adjacency):
+    def forward(self, preference, features, id_embedding, adjacency, adjacency_t):
         x = F.normalize(torch.cat([preference, self.project(features)]), dim=-1)
         for agg, self_t, comb in zip(self.aggregate, self.self_transform, self.combine):
-            h = F.leaky_relu(torch.sparse.mm(adjacency, agg(x)))
+            h = F.leaky_relu(_SparseMM.apply(adjacency, adjacency_t, agg(x)))
             x_hat = F.leaky_relu(self_t(x)) + id_embedding
             if self.combination == "concat":
                 x = F.leaky_relu(comb(torch.cat([h, x_hat], dim=-1)))
@@ -85,7 +100,9 @@ class MMGCN(MultimodalRecommender):
         self.branch = nn.ModuleDict({
             m: GraphBranch(self.feature(m).shape[1], latent, dim, config["n_layers"], combination)
             for m in self.modalities})
-        self.register_buffer("adjacency", mean_adjacency(dataset, self.n_users, self.n_items), persistent=False)
+        adjacency = mean_adjacency(dataset, self.n_users, self.n_items)
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        self.register_buffer("adjacency_t", adjacency.t().to_sparse_csr(), persistent=False)
         self.apply(xavier_normal_initialization)
 
     def branches(self):
@@ -105,7 +122,7 @@ class MMGCN(MultimodalRecommender):
     def forward(self):
         """User [n_users, d] and item [n_items, d] representations."""
         out = sum(self.branch[m](self.preference[m].weight, self.feature(m), self.id_embedding.weight,
-                                 self.adjacency) for m in self.modalities) / len(self.modalities)
+                                 self.adjacency, self.adjacency_t) for m in self.modalities) / len(self.modalities)
         return out[: self.n_users], out[self.n_users:]
 
     def pair_scores(self, users, *item_sets):

@@ -15,6 +15,7 @@ s_ui - s_uj). Regularisation is L2 on the rows of the batch (``reg_weight``); E_
 not penalised (Adam with ``weight_decay`` can add it).
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 from recbole.model.init import xavier_normal_initialization
 
@@ -54,11 +55,12 @@ class VBPR(MultimodalRecommender):
     def _item_side(self, items=None):
         """Item vector [·, K + M·K'] (γ_i and E_m f_i^m stacked) and item offset [·]
         (β_i + Σ_m β'_m·f_i^m) for ``items`` (all items when None)."""
-        index = slice(None) if items is None else items
-        vectors = [self.item_embedding.weight[index]]
-        offset = self.item_bias.weight[index].squeeze(-1)
+        if items is None:
+            vectors, offset = [self.item_embedding.weight], self.item_bias.weight.squeeze(-1)
+        else:
+            vectors, offset = [self.item_embedding(items)], self.item_bias(items).squeeze(-1)
         for m in self.modalities:
-            f = self.feature(m)[index]
+            f = self.feature(m) if items is None else F.embedding(items, self.feature(m))
             vectors.append(self.projection[m](f))
             offset = offset + self.feature_bias[m](f).squeeze(-1)
         return torch.cat(vectors, dim=-1), offset
@@ -67,11 +69,15 @@ class VBPR(MultimodalRecommender):
         return torch.cat([self.user_embedding(users)] + [self.theta[m](users) for m in self.modalities], dim=-1)
 
     def pair_scores(self, users, *item_sets):
+        # the item side is computed once per distinct item of the batch
+        distinct, where = torch.unique(torch.cat(item_sets), return_inverse=True)
+        item_vec, offset = self._item_side(distinct)
         user_vec = self._user_side(users)
+        table = torch.cat([item_vec, offset.unsqueeze(-1)], dim=-1)   # embedding() gathers fastest
         scores = []
-        for items in item_sets:
-            item_vec, offset = self._item_side(items)
-            scores.append((user_vec * item_vec).sum(-1) + offset)
+        for w in where.split(len(users)):
+            rows = F.embedding(w, table)
+            scores.append((user_vec * rows[:, :-1]).sum(-1) + rows[:, -1])
         return tuple(scores)
 
     def reg_loss(self, users, *item_sets):
