@@ -23,7 +23,11 @@ from recbole_tru.registry import get_model, get_trainer, parse_unlearn
 
 
 def load_data(config):
-    """Data set and its RecBole split: ``(dataset, train_data, valid_data, test_data)``."""
+    """Data set and its RecBole split: ``(dataset, train_data, valid_data, test_data)``.
+
+    The random split draws from the global RNG, so it is seeded here: the split is a function
+    of the config alone (which the checkpoint cache key relies on)."""
+    init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     return dataset, train_data, valid_data, test_data

@@ -96,15 +96,17 @@ def _check_share(share):
         raise RequestError(f"config key 'forget_share' must be a number in (0, 1), got {share!r}")
 
 
-def select_forget(config, train_dataset):
-    """Resolve the configured deletion request on ``train_dataset``."""
+def select_forget(config, train_dataset, heldout=()):
+    """Resolve the configured deletion request on ``train_dataset`` (``heldout``: the
+    validation/test data sets, where a requested pair may also be found)."""
     regime = config["forget_regime"]
     if regime not in REGIMES:
         raise RequestError(f"config key 'forget_regime' must be one of {', '.join(REGIMES)}, got {regime!r}")
     if regime == "request":
         if not config["forget_file"]:
             raise RequestError("forget_regime 'request' needs config key 'forget_file' (a deletion-request atomic file)")
-        return read_request(config["forget_file"], train_dataset, on_unknown=config["forget_unknown"])
+        return read_request(config["forget_file"], train_dataset, on_unknown=config["forget_unknown"],
+                            heldout=heldout)
     share = config["forget_share"]
     _check_share(share)
     rng = np.random.default_rng(config["forget_seed"])
@@ -226,13 +228,21 @@ def heldout_keep_mask(forget, dataset):
 
 
 def save_forget_set(forget, train_dataset, folder):
-    """Write ``forget.inter`` (the forgotten training pairs by raw token, a valid
-    ``forget_regime: request`` file) and ``forget_stats.json``; returns the .inter path."""
+    """Write ``forget.inter`` and ``forget_stats.json``; returns the .inter path.
+
+    ``forget.inter`` is a valid ``forget_regime: request`` file that replays the request
+    exactly: a user-only row per requested user, an item-only row per requested item, and a
+    pair row for every other forgotten training pair and every requested pair."""
     ds = train_dataset
     folder = Path(folder)
     id2u, id2i = ds.field2id_token[ds.uid_field], ds.field2id_token[ds.iid_field]
+    covered = np.isin(forget.users, forget.requested_users) | np.isin(forget.items, forget.requested_items)
+    pairs = np.unique(np.concatenate([np.stack([forget.users[~covered], forget.items[~covered]], axis=1),
+                                      forget.requested_pairs.reshape(-1, 2)]), axis=0)
     lines = [f"{ds.uid_field}:token\t{ds.iid_field}:token"]
-    lines += [f"{id2u[u]}\t{id2i[i]}" for u, i in zip(forget.users, forget.items)]
+    lines += [f"{id2u[u]}\t" for u in forget.requested_users]
+    lines += [f"\t{id2i[i]}" for i in forget.requested_items]
+    lines += [f"{id2u[u]}\t{id2i[i]}" for u, i in pairs]
     inter = folder / "forget.inter"
     atomic_write(inter, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
     atomic_write(folder / "forget_stats.json",

@@ -27,6 +27,23 @@ def matched_targets(forget_ranks, reference_ranks):
     return targets
 
 
+def matched_targets_per_user(forget_users, forget_ranks, reference_users, reference_ranks, min_reference=3):
+    """:func:`matched_targets` within each user (a forget pair is matched to its own user's
+    never-trained pairs); users with fewer than ``min_reference`` reference pairs are matched
+    to the pooled reference."""
+    forget_users, forget_ranks = np.asarray(forget_users), np.asarray(forget_ranks, dtype=np.float64)
+    reference_users, reference_ranks = np.asarray(reference_users), np.asarray(reference_ranks, dtype=np.float64)
+    targets = matched_targets(forget_ranks, reference_ranks)
+    order = np.argsort(reference_users, kind="stable")
+    ref_u, ref_r = reference_users[order], reference_ranks[order]
+    for user in np.unique(forget_users):
+        lo, hi = np.searchsorted(ref_u, user, "left"), np.searchsorted(ref_u, user, "right")
+        if hi - lo >= min_reference:
+            mine = np.flatnonzero(forget_users == user)
+            targets[mine] = matched_targets(forget_ranks[mine], ref_r[lo:hi])
+    return targets
+
+
 def gate_weights(forget_ranks, target_ranks, temperature):
     """``clip(tanh((log r_target - log r_ui) / T), 0, 1)`` per pair."""
     if temperature <= 0:
@@ -41,6 +58,25 @@ def ks_distance(a, b):
     grid = np.concatenate([a, b])
     return float(np.max(np.abs(np.searchsorted(a, grid, side="right") / len(a)
                                - np.searchsorted(b, grid, side="right") / len(b))))
+
+
+def user_recall(users, ranks, k, only=None):
+    """Mean over users of (pairs ranked <= k) / (pairs of the user): RecBole's Recall@k with the
+    pairs as ground truth. ``only``: restrict to these users."""
+    users, hits = np.asarray(users), (np.asarray(ranks) <= k).astype(np.float64)
+    if only is not None:
+        keep = np.isin(users, only)
+        users, hits = users[keep], hits[keep]
+    if len(users) == 0:
+        return float("nan")
+    uniq, inverse = np.unique(users, return_inverse=True)
+    return float(np.mean(np.bincount(inverse, weights=hits) / np.bincount(inverse)))
+
+
+def recall_gap(forget_users, forget_ranks, reference_users, reference_ranks, k):
+    """|Recall@k(forget pairs) - Recall@k(reference pairs)| over the users having both."""
+    both = np.intersect1d(forget_users, reference_users)
+    return abs(user_recall(forget_users, forget_ranks, k, both) - user_recall(reference_users, reference_ranks, k, both))
 
 
 class GuardedStop:

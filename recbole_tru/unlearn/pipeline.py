@@ -89,7 +89,7 @@ def run_unlearning(config, dataset, train_data, valid_data, test_data, methods):
     out = run_folder(config)
     cache = Path(config["output_dir"]) / "cache"
     original, original_summary, original_cached = train_reference(config, (train_data, valid_data), cache, "original")
-    forget = select_forget(config, train_data.dataset)
+    forget = select_forget(config, train_data.dataset, heldout=(valid_data.dataset, test_data.dataset))
     save_forget_set(forget, train_data.dataset, out)
     logger.info(set_color("forget set", "yellow") + f": {forget.stats()}")
     data = UnlearnData(config, train_data.dataset, valid_data.dataset, test_data.dataset, forget)

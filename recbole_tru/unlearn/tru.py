@@ -15,7 +15,7 @@ Three coordinated interventions, then a repair, each switched by its own config 
    model: validation pairs of the affected users for partially deleted users; items with no (or
    the fewest) retained interactions for deleted items. Forget pairs are quantile-matched to the
    reference and weighted by ``g = clip(tanh((log r_target - log r_ui) / T), 0, 1)``; the
-   guarded stop ends the update when the KS distance is below ``tru_ks_delta`` or rose twice in
+   guarded stop ends the update when the KS distance is below ``tru_stop_delta`` or rose twice in
    a row, and restores the lowest-distance state.
 3. **Branch-wise modality scaling** (``tru_scaling``). Each branch (``id`` and one per
    modality) is its own optimizer parameter group with learning-rate multiplier
@@ -42,7 +42,8 @@ from recbole_tru.losses import bpr_loss, reverse_bpr_loss
 from recbole_tru.unlearn.base import UnlearnTrainer, cycle
 from recbole_tru.unlearn.capacity import describe, forget_scores_and_retain_loss, pair_scores, reset_rows, row_mask
 from recbole_tru.unlearn.data import FORGET_PAIR
-from recbole_tru.unlearn.gate import GuardedStop, gate_weights, ks_distance, matched_targets
+from recbole_tru.unlearn.gate import (GuardedStop, gate_weights, ks_distance, matched_targets,
+                                      matched_targets_per_user, recall_gap)
 from recbole_tru.unlearn.ranking import pair_ranks
 
 
@@ -58,7 +59,8 @@ class TRUTrainer(UnlearnTrainer):
         self.item_pair = np.isin(f.items, f.deleted_items) & ~deleted_user_pair
         self.partial_pair = ~deleted_user_pair & ~self.item_pair
         self.gated = np.flatnonzero(~deleted_user_pair)           # pairs the targeted update pushes
-        self.affected_users = np.unique(f.users[self.gated])
+        self.affected_users = np.unique(f.users[self.partial_pair])   # partially deleted users
+        self.gated_items = np.unique(f.items[self.item_pair])          # deleted items with gated pairs
         self.max_epochs = int(self.option("epochs"))
         self.repair_epochs = int(self.option("repair_epochs"))
         self.epochs = self.max_epochs + self.repair_epochs
@@ -74,6 +76,7 @@ class TRUTrainer(UnlearnTrainer):
         self._frozen = []
         self._rng = np.random.default_rng(config["forget_seed"])
         self._reference = None
+        self._frozen_ranks = None                                  # reference ranks at the first check
 
     # ------------------------------------------------------------------ orchestration
     def train_loader(self):
@@ -125,19 +128,34 @@ class TRUTrainer(UnlearnTrainer):
         reset_rows(self.model, fresh, self.capacity.item_id_tables, f.deleted_items)
 
     # ------------------------------------------------------------------ isolation: masks
-    def _routed_tables(self):
-        tables = [(name, offset, self.units) for name, offset in self.capacity.user_tables]
+    def _routes(self):
+        """Where each group's forget gradient goes: ``[(pair mask, {param: row mask})]``.
+        Partially deleted users' pairs -> those users' rows (the budget-selected ones); pairs
+        of deleted items -> the items' own ID rows (capacity they own)."""
+        def masks(tables, ids):
+            out = {}
+            for name, offset in tables:
+                m = row_mask(self.params[name], offset, ids)
+                out[name] = torch.clamp(out[name] + m, max=1) if name in out else m
+            return out
+
+        partial = masks(self.capacity.user_tables, self.units)
         if self.option("route_items"):
-            items = np.unique(self.data.forget.items[self.gated])
-            tables += [(name, offset, items) for name, offset in self.capacity.item_id_tables]
-        return tables
+            items = np.unique(self.data.forget.items[self.partial_pair])
+            for name, m in masks(self.capacity.item_id_tables, items).items():
+                partial[name] = torch.clamp(partial[name] + m, max=1) if name in partial else m
+        routes = [(self.partial_pair, partial)]
+        if self.item_pair.any():
+            routes.append((self.item_pair, masks(self.capacity.item_id_tables, self.gated_items)))
+        return routes
 
     def _start_targeted(self):
         self.units = self._select_units()
-        self.routed_rows = {}
-        for name, offset, ids in self._routed_tables():
-            mask = row_mask(self.params[name], offset, ids)
-            self.routed_rows[name] = mask if name not in self.routed_rows else torch.clamp(self.routed_rows[name] + mask, max=1)
+        self.routes = [(torch.as_tensor(pairs, device=self.device), rows) for pairs, rows in self._routes()]
+        self.routed_rows = {}                           # union of the routes: the isolation mask
+        for _, rows in self.routes:
+            for name, m in rows.items():
+                self.routed_rows[name] = torch.clamp(self.routed_rows[name] + m, max=1) if name in self.routed_rows else m
         dense = set(self.capacity.dense(self.model))
         if self.option("isolate"):
             trainable = set(self.routed_rows)
@@ -148,12 +166,12 @@ class TRUTrainer(UnlearnTrainer):
         self._freeze(trainable)
         self.optimizer = self._branch_optimizer(self.option("learning_rate"))
         self._retain = cycle(self._affected_retain_loader())
-        self.stopper = GuardedStop(self.option("ks_delta"), self.option("stop_patience"))
+        self.stopper = GuardedStop(self.option("stop_delta"), self.option("stop_patience"))
 
     def _affected_retain_loader(self):
-        """Retain batches of the targeted step: the affected users' retained interactions
-        (all retained interactions if they have none)."""
-        rows = self.data.neighbourhood_rows(users=self.affected_users)
+        """Retain batches of the targeted step: the retained interactions of the users of the
+        gated pairs (all retained interactions if they have none)."""
+        rows = self.data.neighbourhood_rows(users=np.unique(self.data.forget.users[self.gated]))
         return self.data.retain_loader(self.option("batch_size"), rows=rows if len(rows) else None)
 
     def _freeze(self, trainable):
@@ -229,7 +247,10 @@ class TRUTrainer(UnlearnTrainer):
             if self.item_pair.any():
                 cold = self._cold_items()
                 users = self._rng.choice(f.users[self.item_pair], size=cap, replace=True)
-                groups["item"] = (users, self._rng.choice(cold, size=cap, replace=True))
+                items = self._rng.choice(cold, size=cap, replace=True)
+                indptr, seen = data.train_history()
+                fresh = np.array([i not in seen[indptr[u]:indptr[u + 1]] for u, i in zip(users, items)], dtype=bool)
+                groups["item"] = (users[fresh], items[fresh])   # a ranked pair is never in the history
             self._reference = groups
         return self._reference
 
@@ -244,37 +265,57 @@ class TRUTrainer(UnlearnTrainer):
         return order[:n][np.isfinite(counts[order[:n]])]
 
     def check(self):
-        """Re-rank forget pairs and reference under the current model; update the gate."""
+        """Re-rank the forget pairs (and, with ``tru_reference: live``, the reference) under the
+        current model; update the gate weights; return the KS distance."""
         f, groups = self.data.forget, self._reference_pairs()
         history = self.data.train_history()
         ref_users = np.concatenate([u for u, _ in groups.values()])
         ref_items = np.concatenate([i for _, i in groups.values()])
         users = np.concatenate([f.users[self.gated], ref_users])
         items = np.concatenate([f.items[self.gated], ref_items])
+        live = self.option("reference") == "live" or self._frozen_ranks is None
+        if not live:                      # frozen: the reference was ranked once, before any edit
+            users, items = users[:len(self.gated)], items[:len(self.gated)]
         ranks = pair_ranks(self.model, users, items, history)
         forget_ranks = np.full(len(f.rows), np.nan)
         forget_ranks[self.gated] = ranks[:len(self.gated)]
-        ref_ranks, start = {}, len(self.gated)
-        for name, (u, _) in groups.items():
-            ref_ranks[name] = ranks[start:start + len(u)]
-            start += len(u)
+        if live:
+            ref_ranks, start = {}, len(self.gated)
+            for name, (u, _) in groups.items():
+                ref_ranks[name] = ranks[start:start + len(u)]
+                start += len(u)
+            if self._frozen_ranks is None:
+                self._frozen_ranks = ref_ranks
+        else:
+            ref_ranks = self._frozen_ranks
         distance, total = 0.0, 0
         record = {"step": self.step}
         for name, mask in (("partial", self.partial_pair), ("item", self.item_pair)):
             if name not in ref_ranks or not mask.any():
                 continue
             idx = np.flatnonzero(mask)
-            targets = matched_targets(forget_ranks[idx], ref_ranks[name])
+            if name == "partial" and self.option("match") == "user":
+                targets = matched_targets_per_user(f.users[idx], forget_ranks[idx], groups[name][0], ref_ranks[name])
+            else:
+                targets = matched_targets(forget_ranks[idx], ref_ranks[name])
             if self.option("gate"):
                 self.weights[idx] = gate_weights(forget_ranks[idx], targets, float(self.option("temperature")))
             ks = ks_distance(forget_ranks[idx], ref_ranks[name])
-            distance += ks * len(idx)
-            total += len(idx)
             record[f"ks_{name}"] = ks
+            if self.option("stop_metric") == "recall":
+                gap = recall_gap(f.users[idx], forget_ranks[idx], groups[name][0], ref_ranks[name],
+                                 int(self.option("stop_k")))
+                record[f"recall_gap_{name}"] = gap
+                distance += gap * len(idx)
+            else:
+                distance += ks * len(idx)
+            total += len(idx)
             record[f"gate_{name}"] = float(self.weights[idx].mean())
-        record["ks"] = distance / max(total, 1)
+            record[f"median_rank_{name}"] = float(np.median(forget_ranks[idx]))
+            record[f"median_reference_rank_{name}"] = float(np.median(ref_ranks[name]))
+        record["distance"] = distance / max(total, 1)
         self.checks.append(record)
-        return record["ks"]
+        return record["distance"]
 
     def _snapshot(self):
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -293,17 +334,26 @@ class TRUTrainer(UnlearnTrainer):
         retain = next(self._retain).to(self.device)
         pos, neg, retain_loss = forget_scores_and_retain_loss(model, interaction, retain)
         gate = torch.as_tensor(self.weights[interaction[FORGET_PAIR].cpu().numpy()], dtype=pos.dtype, device=self.device)
-        loss_f = self.lambda_f * reverse_bpr_loss(pos, neg, weight=gate)
         loss_r = self.lambda_r * retain_loss
         refresh = self.option("scaling") and (self.step - 1) % int(self.option("scale_refresh")) == 0
         if not self.option("route"):
+            loss_f = self.lambda_f * reverse_bpr_loss(pos, neg, weight=gate)
             if refresh:
                 self._rescale(loss_f, loss_r)
             return loss_f + loss_r
-        names = list(self.routed_rows)
-        routed = [self.params[n] for n in names]
-        grads = torch.autograd.grad(loss_f, routed, retain_graph=True, allow_unused=True)
-        grads = {n: (g * self.routed_rows[n]).detach() for n, g in zip(names, grads) if g is not None}
+        grads = {}
+        pair_ids = interaction[FORGET_PAIR]
+        for pairs, rows in self.routes:
+            weight = gate * pairs[pair_ids].to(gate.dtype)
+            if not weight.any():
+                continue
+            names = list(rows)
+            loss_f = self.lambda_f * reverse_bpr_loss(pos, neg, weight=weight)
+            routed = torch.autograd.grad(loss_f, [self.params[n] for n in names], retain_graph=True, allow_unused=True)
+            for n, g in zip(names, routed):
+                if g is not None:
+                    g = (g * rows[n]).detach()
+                    grads[n] = grads[n] + g if n in grads else g
         if refresh:
             self._rescale(grads, loss_r)
         surrogate = sum((g * self.params[n]).sum() for n, g in grads.items())
