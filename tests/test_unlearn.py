@@ -459,7 +459,7 @@ def _mixed_request(base, path):
     return path, user, item
 
 
-@pytest.mark.parametrize("stop", ["epochs", "ks"])
+@pytest.mark.parametrize("stop", ["epochs", "guarded"])
 @pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
 def test_targeted_update_moves_only_the_isolation_mask(trained, tmp_path, name, stop):
     base = trained(name)

@@ -15,16 +15,17 @@ Three coordinated interventions, then a repair, each switched by its own config 
    model: validation pairs of the affected users for partially deleted users; items with no (or
    the fewest) retained interactions for deleted items. Forget pairs are quantile-matched to the
    reference and weighted by ``g = clip(tanh((log r_target - log r_ui) / T), 0, 1)``; the
-   guarded stop ends the update when the KS distance is below ``tru_stop_delta`` or rose twice in
-   a row, and restores the lowest-distance state.
+   guarded stop ends the update when the distance to the reference (``tru_stop_metric``: the
+   Recall@k gap over the same users, or the KS distance) is below ``tru_stop_delta`` or rose
+   ``tru_stop_patience`` checks in a row, and restores the lowest-distance state.
 3. **Branch-wise modality scaling** (``tru_scaling``). Each branch (``id`` and one per
    modality) is its own optimizer parameter group with learning-rate multiplier
    ``α_b = clip(1 + cos(∇_b L_f, ∇_b L_r), tru_alpha_min, 1)``, re-measured every
    ``tru_scale_refresh`` steps on the masked rows.
 
 Repair (``tru_repair_epochs``): BPR on a sample of ``tru_repair_budget × |D_f|`` retained
-interactions from the request's neighbourhood (the users and items it touches), dense shared
-layers frozen unless ``tru_repair_dense``.
+interactions from the neighbourhood of the targeted update (the users and items of the gated
+pairs), dense shared layers frozen unless ``tru_repair_dense``.
 
 The targeted step minimises ``λ_f · mean(g · L_rev) + λ_r · L_bpr(retain batch)``, the retain
 batch drawn from the affected users' retained interactions. Routing is implemented with a
@@ -86,12 +87,15 @@ class TRUTrainer(UnlearnTrainer):
         start = time.perf_counter()
         if self.option("reset"):
             self.reset_owned_capacity()
-        if len(self.gated) == 0 or self.max_epochs == 0:
-            self._start_repair()
-        else:
+        if len(self.gated) and self.max_epochs > 0:
             self._start_targeted()
-        self.fit(self.train_loader() if len(self.gated) else self._repair_loader(),
-                 valid_data=None, saved=False, verbose=False, show_progress=show_progress)
+            self.fit(self.train_loader(), valid_data=None, saved=False, verbose=False, show_progress=show_progress)
+        elif len(self.gated) and self.repair_epochs > 0 and len(self.repair_rows()):  # repair only
+            self._start_repair()
+            self.epochs = self.repair_epochs
+            self.fit(self._repair_loader(), valid_data=None, saved=False, verbose=False, show_progress=show_progress)
+        else:
+            self.stop_reason = "nothing to update: every forgotten pair belongs to a fully deleted user"
         self._unfreeze()
         self.seconds = time.perf_counter() - start - self._callback_seconds
         return self.model
@@ -106,7 +110,10 @@ class TRUTrainer(UnlearnTrainer):
             elif self.phase == "stopping":
                 self._end_targeted(self.stopper.reason)
         elif self.phase == "repair" and self.repair_done < self.repair_epochs:
-            loss = Trainer._train_epoch(self, self._repair_loader(), epoch_idx,
+            loader = self._repair_loader()
+            if loader is None:
+                return 0.0
+            loss = Trainer._train_epoch(self, loader, epoch_idx,
                                         loss_func=self.model.calculate_loss, show_progress=show_progress)
             self.repair_done += 1
             phase = "repair"
@@ -327,7 +334,7 @@ class TRUTrainer(UnlearnTrainer):
             return torch.zeros((), device=self.device, requires_grad=True)
         if self.step % int(self.option("check_steps")) == 0:
             distance = self.check()
-            if self.option("stop") == "ks" and self.stopper.update(distance, self._snapshot):
+            if self.option("stop") == "guarded" and self.stopper.update(distance, self._snapshot):
                 self.phase = "stopping"
                 return torch.zeros((), device=self.device, requires_grad=True)
         self.step += 1
@@ -386,7 +393,7 @@ class TRUTrainer(UnlearnTrainer):
         self.checks.append(record)
 
     def _end_targeted(self, reason):
-        if self.option("stop") == "ks":
+        if self.option("stop") == "guarded":
             if reason == "epochs":       # the last steps have not been checked yet
                 self.stopper.update(self.check(), self._snapshot)
             if self.stopper.best_state is not None:
@@ -405,10 +412,12 @@ class TRUTrainer(UnlearnTrainer):
         self.optimizer = torch.optim.Adam(params, lr=float(self.option("repair_learning_rate")))
 
     def repair_rows(self):
-        """``tru_repair_budget × |D_f|`` retained rows sampled from the request's neighbourhood
-        (retained interactions of the users and items it touches)."""
+        """``tru_repair_budget × |D_f|`` retained rows sampled from the neighbourhood of the
+        targeted update: retained interactions of the users and items of the gated pairs.
+        Pairs of fully deleted users are not gated (their rows are reset, exactly as retraining
+        leaves them), so a request of whole users has no repair."""
         f = self.data.forget
-        rows = self.data.neighbourhood_rows(users=np.unique(f.users), items=np.unique(f.items))
+        rows = self.data.neighbourhood_rows(users=np.unique(f.users[self.gated]), items=np.unique(f.items[self.gated]))
         n = int(round(float(self.option("repair_budget")) * len(f.rows)))
         if len(rows) == 0 or n == 0:
             return np.zeros(0, dtype=np.int64)
@@ -417,4 +426,6 @@ class TRUTrainer(UnlearnTrainer):
     def _repair_loader(self):
         rows = self.repair_rows()
         self.last_repair_rows = rows
-        return self.data.retain_loader(self.option("batch_size"), rows=rows)
+        if len(rows) == 0:
+            return None
+        return self.data.retain_loader(self.option("repair_batch_size"), rows=rows)
