@@ -15,6 +15,8 @@ scores, the user-level classifier) and :meth:`Audit.run` audits one model::
 
 A model that forgot the request as retraining does scores near the retrained model's AUC
 (about 0.5). Everything is seeded by ``audit_seed``: the same seed gives the same numbers.
+Building an ``Audit`` trains the shadow model (``audit_shadow``), which re-seeds the global
+RNGs as every ``build_model`` does.
 """
 from logging import getLogger
 
@@ -56,7 +58,8 @@ class Audit:
         specs = suite if suite is not None else suite_from(list(config["audit_attacks"]), shadow=use_shadow)
         names = [spec.name for spec in specs]
         if self.headline not in names:
-            raise ValueError(f"config key 'audit_headline' ({self.headline!r}) must be one of the audit's attacks {names}")
+            raise ValueError(f"config key 'audit_headline' ({self.headline!r}) must name one of the audit's "
+                             f"attacks {names}")
         self.shadow = train_shadow(config, data, self._rng(SHADOW)) if use_shadow else None
         self.sets = build_pair_sets(data, self._rng(PAIRS), int(config["audit_pairs"]),
                                     float(config["audit_unseen_ratio"]), self.shadow)

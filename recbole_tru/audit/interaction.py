@@ -27,6 +27,13 @@ optimises; the others read what TRU does not target directly.
 * ``boosting``  gradient-boosted trees on every output feature (non-linear);
 * ``delta``     logistic on ``score`` and ``delta`` (score change from the original model);
 * ``shadow``    logistic on scale-free features, fitted on the shadow model.
+
+Read every AUC against the retrained model's AUC of the same attack, not against 0.5 alone:
+``delta`` sees that retraining lowered the forgotten pairs' scores (the deletion leak of
+Chen et al., CCS 2021), and in the ``user`` / ``item`` regimes forget pairs belong to users /
+items no retained pair trains, unlike the test pairs they are compared with, so retrain's AUC
+is far from 0.5 there (the user-level attack, :mod:`recbole_tru.audit.user`, is the one for
+deleted users).
 """
 from dataclasses import dataclass
 
@@ -161,7 +168,8 @@ def build_pair_sets(data, rng, max_pairs, unseen_ratio, shadow=None):
 
     retained = Pairs(data.retain_users, data.retain_items).without(eval_keys, n_items)
     fit_members = _subsample(retained, max_pairs, rng)
-    fit_nonmembers = _nonmembers(fit_test.without(eval_keys, n_items), max_pairs, unseen_ratio, known_keys, n_items, rng)
+    fit_nonmembers = _nonmembers(fit_test.without(eval_keys, n_items), max_pairs, unseen_ratio,
+                                 known_keys, n_items, rng)
     sets = PairSets(fit_members, fit_nonmembers, eval_members, eval_test)
     if shadow is not None:
         in_users = shadow.in_users

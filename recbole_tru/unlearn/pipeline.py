@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from recbole.utils import set_color
 
+from recbole_tru.audit import Audit, hold_out_users, split_loaders, wants_held_out_users
 from recbole_tru.checkpoint import atomic_write
 from recbole_tru.quick_start import build_model, cached_fit, fit
 from recbole_tru.registry import get_unlearn_trainer
@@ -84,32 +85,50 @@ def _trainer_details(trainer):
     return details
 
 
+def prepare_splits(config, train_data, valid_data, test_data):
+    """In the ``user`` regime with the user-level audit on, hold a share of users out of every
+    split before anything trains (the audit's never-seen users). Returns the loaders, the
+    held-out users (or None) and a cache-key suffix."""
+    if not wants_held_out_users(config):
+        return (train_data, valid_data, test_data), None, ""
+    datasets, held_out = hold_out_users(config, train_data.dataset, valid_data.dataset, test_data.dataset)
+    return split_loaders(config, *datasets), held_out, "heldout-" + held_out.digest()
+
+
 def run_unlearning(config, dataset, train_data, valid_data, test_data, methods):
     logger = getLogger()
     out = run_folder(config)
     cache = Path(config["output_dir"]) / "cache"
-    original, original_summary, original_cached = train_reference(config, (train_data, valid_data), cache, "original")
+    (train_data, valid_data, test_data), held_out, held_key = prepare_splits(config, train_data, valid_data, test_data)
+    original, original_summary, original_cached = train_reference(config, (train_data, valid_data), cache,
+                                                                  "original", held_key)
     forget = select_forget(config, train_data.dataset, heldout=(valid_data.dataset, test_data.dataset))
     save_forget_set(forget, train_data.dataset, out)
     logger.info(set_color("forget set", "yellow") + f": {forget.stats()}")
     data = UnlearnData(config, train_data.dataset, valid_data.dataset, test_data.dataset, forget)
     retrained, retrain_summary, retrain_cached = train_reference(
-        config, (data.retain_loader(), data.eval_loader("valid")), cache, "retrain", forget_digest(forget))
+        config, (data.retain_loader(), data.eval_loader("valid")), cache, "retrain", forget_digest(forget) + held_key)
     judge = Judge(config, data, retrained)
+    audit = Audit(config, data, original, held_out=held_out) if config["audit_enabled"] else None
+    audited = audit.run if audit else (lambda model: {})
     results = {
         "model": config["model"], "dataset": config["dataset"], "forget": forget.stats(),
-        "original": {**judge.report(original), "training": original_summary, "cached": original_cached},
-        "retrain_reference": {**judge.reference, "training": retrain_summary, "cached": retrain_cached},
+        "audit": audit.info() if audit else None,
+        "original": {**judge.report(original), **audited(original), "training": original_summary,
+                     "cached": original_cached},
+        "retrain_reference": {**judge.reference, **audited(retrained), "training": retrain_summary,
+                              "cached": retrain_cached},
         "methods": {},
     }
     for name in methods:
         if name == "retrain":
-            results["methods"][name] = {**judge.report(retrained), "seconds": retrain_summary["seconds"],
-                                        "epochs": retrain_summary["epochs"], "cached": retrain_cached}
+            results["methods"][name] = {**judge.report(retrained), **audited(retrained),
+                                        "seconds": retrain_summary["seconds"], "epochs": retrain_summary["epochs"],
+                                        "cached": retrain_cached}
             continue
         logger.info(set_color(f"unlearning with {name}", "green"))
         model, trainer, curve = unlearn_method(config, name, data, original, judge)
-        results["methods"][name] = {**judge.report(model), "seconds": trainer.seconds,
+        results["methods"][name] = {**judge.report(model), **audited(model), "seconds": trainer.seconds,
                                     "speedup_vs_retrain": retrain_summary["seconds"] / max(trainer.seconds, 1e-9),
                                     "trajectory": curve, "details": _trainer_details(trainer)}
     write_results(out, results)
@@ -131,6 +150,8 @@ def result_rows(results):
         row["forget_gap_recall@20"] = r["gap_to_retrain"]["forget"]["recall@20"]
         row["retain_gap_ndcg@20"] = r["gap_to_retrain"]["retain"]["ndcg@20"]
         row["topk_overlap_with_retrain"] = r["topk_overlap_with_retrain"]
+        row["mia_auc"] = r.get("mia_auc")
+        row["mia_auc_user"] = r.get("mia_auc_user")
         row["seconds"] = seconds
         table.append(row)
     return table
@@ -141,12 +162,19 @@ def format_table(results):
     lines = [f"{results['model']} on {results['dataset']}, forget set: {results['forget']}",
              f"retrained reference: test NDCG@20 {ref['retain']['ndcg@20']:.4f}, forget Recall@20 {ref['forget']['recall@20']:.4f}, "
              f"{ref['training']['seconds']:.1f} s",
-             f"{'method':<12}{'test NDCG@20':>14}{'forget R@20':>13}{'|Δforget|':>11}{'|Δretain|':>11}{'top20∩':>9}{'seconds':>10}"]
+             f"{'method':<12}{'test NDCG@20':>14}{'forget R@20':>13}{'|Δforget|':>11}{'|Δretain|':>11}{'top20∩':>9}"
+             f"{'MIA AUC':>9}{'user MIA':>10}{'seconds':>10}"]
     for row in result_rows(results):
         sec = "" if row["seconds"] is None else f"{row['seconds']:.2f}"
+        mia = "" if row["mia_auc"] is None else f"{row['mia_auc']:.3f}"
+        mia_user = "" if row["mia_auc_user"] is None else f"{row['mia_auc_user']:.3f}"
         lines.append(f"{row['method']:<12}{row['retain_ndcg@20']:>14.4f}{row['forget_recall@20']:>13.4f}"
                      f"{row['forget_gap_recall@20']:>11.4f}{row['retain_gap_ndcg@20']:>11.4f}"
-                     f"{row['topk_overlap_with_retrain']:>9.3f}{sec:>10}")
+                     f"{row['topk_overlap_with_retrain']:>9.3f}{mia:>9}{mia_user:>10}{sec:>10}")
+    if results.get("retrain_reference", {}).get("mia_auc") is not None:
+        lines.append(f"MIA AUC of the retrained model (the target): {results['retrain_reference']['mia_auc']:.3f}"
+                     + ("" if results["retrain_reference"].get("mia_auc_user") is None
+                        else f", user-level {results['retrain_reference']['mia_auc_user']:.3f}"))
     return "\n".join(lines)
 
 
