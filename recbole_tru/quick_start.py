@@ -99,8 +99,16 @@ def run_recbole_tru(model=None, dataset=None, config_file_list=None, config_dict
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
+    if config["tune"]:
+        from recbole_tru.tune import run_sweep
+
+        return run_sweep(config)
     data = load_data(config)
     logger.info(data[0])
+    if config["checkpoint"]:
+        from recbole_tru.unlearn.workflow import run_request
+
+        return run_request(config, *data, methods)
     if methods:
         from recbole_tru.unlearn.pipeline import run_unlearning
 
@@ -111,7 +119,25 @@ def run_recbole_tru(model=None, dataset=None, config_file_list=None, config_dict
     test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
     logger.info(set_color("best valid ", "yellow") + f": {summary['best_valid_result']}")
     logger.info(set_color("test result", "yellow") + f": {dict(test_result)}")
-    return {"summary": summary, "test_result": dict(test_result)}
+    path = save_trained(config, trained, summary, test_result)
+    logger.info(set_color("checkpoint", "yellow") + f": {path}")
+    return {"summary": summary, "test_result": dict(test_result), "checkpoint": str(path)}
+
+
+def save_trained(config, model, summary, test_result):
+    """Write the trained model as a new checkpoint ``<output_dir>/<model>-<dataset>-<time>.pth``
+    (tensors + metadata: model, data set, config and data digests, feature widths)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(config["output_dir"]) / f"{config['model']}-{config['dataset']}-{stamp}"
+    path, n = Path(f"{base}.pth"), 1
+    while path.exists():
+        path, n = Path(f"{base}-{n}.pth"), n + 1
+    meta = {"model": config["model"], "dataset": config["dataset"],
+            "config_digest": config_fingerprint(config, exclude_prefixes=PLUGIN_PREFIXES),
+            "data_digest": data_fingerprint(config["data_path"]),
+            "feature_dims": {m: int(model.feature(m).shape[1]) for m in getattr(model, "modalities", ())},
+            "summary": summary, "test_result": {k: float(v) for k, v in test_result.items()}}
+    return save_checkpoint(path, model, meta)
 
 
 def quiet_logging():

@@ -20,7 +20,10 @@ UNLEARNERS = {
     "gradascent": "recbole_tru.unlearn.gradascent:GradAscentTrainer",
     "reverse": "recbole_tru.unlearn.reverse:ReverseTrainer",
     "tru": "recbole_tru.unlearn.tru:TRUTrainer",
+    "sisa": "recbole_tru.unlearn.sisa:SISATrainer",
 }
+# ``all`` runs these (SISA trains K extra submodels: ask for it by name)
+DEFAULT_ALL = ("retrain", "finetune", "gradascent", "reverse", "tru")
 
 _RECBOLE_MODEL_PACKAGES = (
     "general_recommender",
@@ -76,7 +79,7 @@ def parse_unlearn(value):
     names = value if isinstance(value, (list, tuple)) else str(value).split(",")
     names = [str(n).strip() for n in names if str(n).strip()]
     if names == ["all"]:
-        return list(UNLEARNERS)
+        return list(DEFAULT_ALL)
     for name in names:
         if name not in UNLEARNERS:
             _unknown("unlearning method", name, list(UNLEARNERS) + ["all"])
