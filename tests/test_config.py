@@ -136,7 +136,8 @@ def test_get_model_plugin_first_then_recbole():
 
 def test_parse_unlearn():
     methods = ["retrain", "finetune", "gradascent", "reverse", "tru"]
-    assert registry.parse_unlearn("all") == methods == list(registry.UNLEARNERS)
+    assert registry.parse_unlearn("all") == methods == list(registry.DEFAULT_ALL)
+    assert "sisa" in registry.UNLEARNERS and "sisa" not in methods   # SISA only when named
     assert registry.parse_unlearn(" tru , reverse ") == ["tru", "reverse"]
     assert registry.parse_unlearn(["finetune"]) == ["finetune"]
     for empty in (None, "", "none"):
