@@ -140,7 +140,7 @@ def plot(report, path):
             if not curve:
                 continue
             ax.plot([p["forget_recall@20"] for p in curve], [p["retain_ndcg@20"] for p in curve], "-o", ms=3,
-                    color=colors[name], label=f"{name} (per epoch)")
+                    color=colors[name], label=f"{name} (per epoch, then final)")
             ax.plot(curve[-1]["forget_recall@20"], curve[-1]["retain_ndcg@20"], "s", ms=7, color=colors[name])
         ax.plot(res["original"]["forget"]["recall@20"], res["original"]["retain"]["ndcg@20"], "kx", ms=9, label="original")
         ax.plot(ref["forget"]["recall@20"], ref["retain"]["ndcg@20"], "*", color="gold", mec="k", ms=16, label="retrain")

@@ -11,6 +11,7 @@ from recbole.config import Config as RecBoleConfig
 
 from recbole_tru import compat
 from recbole_tru.registry import get_model
+from recbole_tru.unlearn.forget import REGIMES, USER_MODES
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PROPERTIES = PACKAGE_ROOT / "properties"
@@ -21,6 +22,51 @@ DEFAULT_DATASET = "ml-100k-mm"
 # default and a comment) in properties/, so a typo fails at start-up instead of being ignored.
 PLUGIN_PREFIXES = ("forget_", "unlearn_", "tru_", "reverse_", "finetune_", "gradascent_", "retrain_",
                    "audit_", "tune_", "sisa_", "feature_")
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _one_of(*names):
+    return (lambda v: v in names), "one of " + ", ".join(names)
+
+
+# Allowed values of the plugin's keys: (test, what the error says is allowed). A key's rule is
+# its own entry, else (plugin prefixes only) the entry of its suffix. None passes where the
+# declared default is None.
+SHARE = (lambda v: _number(v) and 0 < v < 1), "a number in (0, 1)"
+UNIT = (lambda v: _number(v) and 0 < v <= 1), "a number in (0, 1]"
+POSITIVE = (lambda v: _number(v) and v > 0), "a number > 0"
+NON_NEGATIVE = (lambda v: _number(v) and v >= 0), "a number >= 0"
+COUNT = (lambda v: _integer(v) and v > 0), "an integer > 0"
+VALUE_RULES = {
+    "forget_share": SHARE, "forget_regime": _one_of(*REGIMES), "forget_user_mode": _one_of(*USER_MODES),
+    "forget_unknown": _one_of("error", "skip"),
+    "tru_budget": UNIT, "tru_alpha_min": UNIT, "tru_stop": _one_of("guarded", "epochs"),
+    "tru_stop_metric": _one_of("ks", "recall"), "tru_reference": _one_of("live", "frozen"),
+    "tru_match": _one_of("pooled", "user"), "tru_temperature": POSITIVE, "tru_stop_delta": NON_NEGATIVE,
+    "tru_repair_budget": POSITIVE,
+    "audit_shadow_share": SHARE, "audit_user_holdout": SHARE, "audit_unseen_ratio": NON_NEGATIVE,
+    "audit_user_classifier": _one_of("logistic", "mlp"),
+    **{key: COUNT for key in ("tru_budget_batches", "tru_reference_size", "tru_cold_items", "tru_check_steps",
+                              "tru_stop_k", "tru_stop_patience", "tru_scale_refresh", "audit_pairs", "audit_chunk",
+                              "audit_svd_dim", "audit_user_topk", "unlearn_overlap_k")},
+}
+SUFFIX_RULES = {"_epochs": ((lambda v: _integer(v) and v >= 0), "an integer >= 0"), "_batch_size": COUNT,
+                "_learning_rate": POSITIVE, "_weight": NON_NEGATIVE}
+
+
+def value_rule(key):
+    if key in VALUE_RULES:
+        return VALUE_RULES[key]
+    if not key.startswith(PLUGIN_PREFIXES):
+        return None
+    return next((rule for suffix, rule in SUFFIX_RULES.items() if key.endswith(suffix)), None)
 
 
 def plugin_property_files(model, dataset):
@@ -48,6 +94,7 @@ class Config(RecBoleConfig):
         self._read_cmd_line = read_cmd_line
         super().__init__(model, dataset, config_file_list, config_dict)
         self._check_plugin_keys()
+        self._check_plugin_values()
 
     def _load_cmd_line(self):
         return super()._load_cmd_line() if self._read_cmd_line else {}
@@ -88,3 +135,17 @@ class Config(RecBoleConfig):
                 lines.append(f"'{key}'" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
             raise KeyError("Unknown recbole_tru config key(s): " + ", ".join(lines)
                            + f". Declared keys are listed in {PROPERTIES}.")
+
+    def _check_plugin_values(self):
+        """Every plugin key with a rule (:data:`VALUE_RULES`, :data:`SUFFIX_RULES`) holds an
+        allowed value; otherwise one ValueError names each key, its value and what is allowed."""
+        problems = []
+        for key in sorted(self.plugin_keys):
+            rule, value = value_rule(key), self.final_config_dict.get(key)
+            if rule is None or (value is None and self.internal_config_dict.get(key) is None):
+                continue
+            test, allowed = rule
+            if not test(value):
+                problems.append(f"'{key}' must be {allowed}, got {value!r}")
+        if problems:
+            raise ValueError("Invalid recbole_tru config value(s): " + "; ".join(problems) + ".")

@@ -61,6 +61,70 @@ class _SparseMM(torch.autograd.Function):
         return None, None, ctx.a_t @ grad
 
 
+class PropagationPlan:
+    """The nodes each layer must compute so that the last layer is exact on ``targets``.
+
+    ``nodes[L]`` = the targets; ``nodes[l - 1]`` = ``nodes[l]`` and their neighbours (a layer
+    reads its own node's previous row and its neighbours'); ``nodes[0]`` is the L-hop
+    neighbourhood. ``matrices[l]`` = (``A[nodes[l + 1], nodes[l]]`` as CSR, its transpose, the
+    positions of ``nodes[l + 1]`` within ``nodes[l]``). Each row keeps the full adjacency's
+    entries in the same order, so the restricted products are those of the full one.
+    """
+
+    def __init__(self, graph, targets, max_rows=None):
+        crow, col, values = graph
+        n = len(crow) - 1
+        self.nodes = [np.unique(np.asarray(targets, dtype=np.int64))]
+        self.complete = True
+        total = 0
+        while len(self.nodes) <= graph.n_layers:
+            rows = self.nodes[0]
+            starts, counts = crow[rows], crow[rows + 1] - crow[rows]
+            mask = np.zeros(n, dtype=bool)
+            mask[rows] = True
+            mask[_gather(col, starts, counts)] = True
+            wider = np.flatnonzero(mask)
+            total += len(wider)
+            if max_rows is not None and total > max_rows:
+                self.complete = False            # as costly as the full graph: not worth it
+                return
+            self.nodes.insert(0, wider)
+        self.matrices = []
+        for lower, upper in zip(self.nodes[:-1], self.nodes[1:]):
+            local = np.full(n, -1, dtype=np.int64)
+            local[lower] = np.arange(len(lower))
+            starts, counts = crow[upper], crow[upper + 1] - crow[upper]
+            index = _gather(np.arange(len(col)), starts, counts)
+            indptr = np.zeros(len(upper) + 1, dtype=np.int64)
+            np.cumsum(counts, out=indptr[1:])
+            a = torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(local[col[index]]),
+                                        torch.from_numpy(values[index]), (len(upper), len(lower)),
+                                        check_invariants=False)
+            self.matrices.append((a, a.t().to_sparse_csr(), torch.from_numpy(np.searchsorted(lower, upper))))
+        self.nodes = [torch.from_numpy(x) for x in self.nodes]
+
+
+def _gather(array, starts, counts):
+    """``concatenate([array[s:s + c] for s, c in zip(starts, counts)])`` without the loop."""
+    total = int(counts.sum())
+    if total == 0:
+        return array[:0]
+    first = np.cumsum(counts) - counts
+    return array[np.repeat(starts - first, counts) + np.arange(total)]
+
+
+class _Graph(tuple):
+    """The adjacency as numpy CSR arrays ``(crow, col, values)`` for planning, plus ``n_layers``."""
+
+    def __new__(cls, adjacency, n_layers):
+        self = super().__new__(cls, (adjacency.crow_indices().numpy().astype(np.int64),
+                                     adjacency.col_indices().numpy().astype(np.int64),
+                                     adjacency.values().numpy()))
+        self.n_layers = n_layers
+        self.source = adjacency
+        return self
+
+
 class GraphBranch(nn.Module):
     """One modality's layers (the modality's own capacity, apart from its preferences)."""
 
@@ -74,19 +138,57 @@ class GraphBranch(nn.Module):
         g_in = (lambda d: d + dim) if combination == "concat" else (lambda d: d)
         self.combine = nn.ModuleList(nn.Linear(g_in(d), dim) for d in in_dims)
 
+    def item_inputs(self, features):
+        """Layer-0 item rows ``normalize(W_m f_i)`` [n_items, latent_dim]. When no gradient can
+        reach the projection (it is frozen, or gradients are off) the result is memoised under
+        the projection's in-place version counters: a frozen 4096-d projection is not recomputed
+        at every step (TRU freezes it), and an optimizer step or ``load_state_dict`` refreshes it."""
+        params = list(self.project.parameters())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return F.normalize(self.project(features), dim=-1)
+        key = (features.data_ptr(), tuple(features.shape), features.device)
+        key += tuple((p.data_ptr(), p._version) for p in params)
+        cache = getattr(self, "_item_input_cache", None)
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                self._item_input_cache = cache = (key, F.normalize(self.project(features), dim=-1))
+        return cache[1]
+
+    def layer(self, k, h, x_self, id_rows):
+        """Layer k's output (eqs. 5-6) from the aggregated neighbours ``h`` = LeakyReLU(mean
+        x_n W_agg), the nodes' own previous rows ``x_self`` and their ID rows."""
+        x_hat = F.leaky_relu(self.self_transform[k](x_self)) + id_rows
+        if self.combination == "concat":
+            return F.leaky_relu(self.combine[k](torch.cat([h, x_hat], dim=-1)))
+        return F.leaky_relu(self.combine[k](h) + x_hat)
+
     def forward(self, preference, features, id_embedding, adjacency, adjacency_t):
-        x = F.normalize(torch.cat([preference, self.project(features)]), dim=-1)
-        for agg, self_t, comb in zip(self.aggregate, self.self_transform, self.combine):
+        # normalising users and items apart equals normalising their concatenation (row-wise)
+        x = torch.cat([F.normalize(preference, dim=-1), self.item_inputs(features)])
+        for k, agg in enumerate(self.aggregate):
             h = F.leaky_relu(_SparseMM.apply(adjacency, adjacency_t, agg(x)))
-            x_hat = F.leaky_relu(self_t(x)) + id_embedding
-            if self.combination == "concat":
-                x = F.leaky_relu(comb(torch.cat([h, x_hat], dim=-1)))
-            else:
-                x = F.leaky_relu(comb(h) + x_hat)
+            x = self.layer(k, h, x, id_embedding)
+        return x
+
+    def forward_nodes(self, preference, features, id_embedding, plan):
+        """The last layer's rows of ``plan.nodes[-1]`` only (same values as ``forward()``'s),
+        computing layer l only on the nodes the next layer reads (see :class:`PropagationPlan`)."""
+        n_users = preference.shape[0]
+        first = plan.nodes[0]
+        users, items = first[first < n_users], first[first >= n_users] - n_users
+        x = torch.cat([F.normalize(preference[users], dim=-1), self.item_inputs(features)[items]])
+        for k, agg in enumerate(self.aggregate):
+            a, a_t, own = plan.matrices[k]
+            h = F.leaky_relu(_SparseMM.apply(a, a_t, agg(x)))
+            x = self.layer(k, h, x[own], id_embedding[plan.nodes[k + 1]])
         return x
 
 
 class MMGCN(MultimodalRecommender):
+    # propagate only a batch's L-hop neighbourhood when it holds at most this share of the
+    # layer rows of the full propagation (L x (n_users + n_items))
+    RESTRICT_SHARE = 0.5
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         dim, latent = config["embedding_size"], config["latent_dim"]
@@ -103,6 +205,7 @@ class MMGCN(MultimodalRecommender):
         adjacency = mean_adjacency(dataset, self.n_users, self.n_items)
         self.register_buffer("adjacency", adjacency, persistent=False)
         self.register_buffer("adjacency_t", adjacency.t().to_sparse_csr(), persistent=False)
+        self._graph = None               # numpy view of the adjacency, for restricted propagation
         self.apply(xavier_normal_initialization)
 
     def branches(self):
@@ -125,10 +228,37 @@ class MMGCN(MultimodalRecommender):
                                  self.adjacency, self.adjacency_t) for m in self.modalities) / len(self.modalities)
         return out[: self.n_users], out[self.n_users:]
 
+    def forward_nodes(self, nodes):
+        """Representations [len(unique nodes), d] of graph nodes (user u = u, item i =
+        n_users + i; sorted, unique), or None when their L-hop neighbourhood is so large that
+        the full propagation is as cheap (then call :meth:`forward`). Equal to the rows of
+        :meth:`forward` (same operations on the same rows)."""
+        if self.device.type != "cpu" or self.adjacency.device.type != "cpu":
+            return None
+        if self._graph is None or self._graph.source is not self.adjacency:
+            self._graph = _Graph(self.adjacency, len(self.branch[self.modalities[0]].aggregate))
+        n = self.n_users + self.n_items
+        plan = PropagationPlan(self._graph, nodes, max_rows=int(self.RESTRICT_SHARE * self._graph.n_layers * n))
+        if not plan.complete:
+            return None
+        out = sum(self.branch[m].forward_nodes(self.preference[m].weight, self.feature(m), self.id_embedding.weight, plan)
+                  for m in self.modalities) / len(self.modalities)
+        return plan.nodes[-1], out
+
     def pair_scores(self, users, *item_sets):
-        user_repr, item_repr = self.forward()
-        u = user_repr[users]
-        return tuple((u * item_repr[items]).sum(-1) for items in item_sets)
+        """Scores s_ui. Only the batch's L-hop neighbourhood is propagated when it is below
+        ``RESTRICT_SHARE`` of the graph (small batches, e.g. TRU's targeted steps); the full
+        graph otherwise (training batches at the field's sizes touch most of it)."""
+        nodes = torch.cat([users] + [items + self.n_users for items in item_sets])
+        restricted = self.forward_nodes(nodes.cpu().numpy())
+        if restricted is None:
+            user_repr, item_repr = self.forward()
+            u = user_repr[users]
+            return tuple((u * item_repr[items]).sum(-1) for items in item_sets)
+        index, out = restricted
+        row = lambda ids: out[torch.searchsorted(index.to(ids.device), ids)]
+        u = row(users)
+        return tuple((u * row(items + self.n_users)).sum(-1) for items in item_sets)
 
     def reg_loss(self, users, *item_sets):
         rows = [self.id_embedding(users)] + [self.preference[m](users) for m in self.modalities]

@@ -36,6 +36,12 @@ def user_item_csr(users, items, n_users):
     return indptr, items[order]
 
 
+def _read_only(csr):
+    for array in csr:
+        array.flags.writeable = False
+    return csr
+
+
 class UnlearnData:
     """The retained data, the forget set and their loaders (built once, shared by methods)."""
 
@@ -62,6 +68,8 @@ class UnlearnData:
                                         [self.retain_dataset, self.valid_dataset, self.test_dataset])
         self._retain_sampler = Sampler(["train"], [self.retain_dataset]).set_phase("train")
         self._original_sampler = Sampler(["train"], [train_dataset]).set_phase("train")
+        self._eval_loaders = {}          # phase -> FullSortEvalDataLoader (built once, re-iterable)
+        self._histories = {}
 
     def _heldout(self, dataset):
         keep = heldout_keep_mask(self.forget, dataset)
@@ -93,14 +101,27 @@ class UnlearnData:
         return TrainDataLoader(config, dataset, self._original_sampler, shuffle=shuffle)
 
     def neighbourhood_rows(self, users=(), items=()):
-        """Rows of the retained interactions that touch ``users`` or ``items``."""
-        return np.flatnonzero(np.isin(self.retain_users, users) | np.isin(self.retain_items, items))
+        """Rows of the retained interactions that touch ``users`` or ``items`` (one pass over
+        the rows through id masks)."""
+        user_mask = np.zeros(self.n_users, dtype=bool)
+        user_mask[np.asarray(users, dtype=np.int64)] = True
+        item_mask = np.zeros(self.n_items, dtype=bool)
+        item_mask[np.asarray(items, dtype=np.int64)] = True
+        return np.flatnonzero(user_mask[self.retain_users] | item_mask[self.retain_items])
 
     # --- evaluation loaders (RecBole full-sort) --------------------------------------------
     def eval_loader(self, phase):
         """``valid`` / ``test``: held-out pairs not covered by the request, history mask =
         retained training (+ validation for test). ``forget``: the forget set as ground truth,
-        masking only retained history (retained training + validation)."""
+        masking only retained history (retained training + validation). Each loader is
+        built once per phase and batch size (RecBole builds its per-user tables in a Python
+        loop over the rows) and re-iterated."""
+        key = (phase, self.config["eval_batch_size"])
+        if key not in self._eval_loaders:
+            self._eval_loaders[key] = self._build_eval_loader(phase)
+        return self._eval_loaders[key]
+
+    def _build_eval_loader(self, phase):
         if phase == "forget":
             dataset = self._forget_without_extra_field()
             sampler = Sampler(["train", "valid", "forget"],
@@ -114,10 +135,15 @@ class UnlearnData:
 
     # --- histories for ranking ---------------------------------------------------------------
     def train_history(self):
-        """CSR of retained training items per user (what rankings exclude)."""
-        return user_item_csr(self.retain_users, self.retain_items, self.n_users)
+        """CSR of retained training items per user (what rankings exclude); computed once."""
+        if "train" not in self._histories:
+            self._histories["train"] = _read_only(user_item_csr(self.retain_users, self.retain_items, self.n_users))
+        return self._histories["train"]
 
     def eval_history(self):
-        """CSR of retained training + validation items per user (the test-time mask)."""
-        return user_item_csr(np.concatenate([self.retain_users, self.valid_users]),
-                             np.concatenate([self.retain_items, self.valid_items]), self.n_users)
+        """CSR of retained training + validation items per user (the test-time mask); computed once."""
+        if "eval" not in self._histories:
+            self._histories["eval"] = _read_only(user_item_csr(
+                np.concatenate([self.retain_users, self.valid_users]),
+                np.concatenate([self.retain_items, self.valid_items]), self.n_users))
+        return self._histories["eval"]

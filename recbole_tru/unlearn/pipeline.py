@@ -67,6 +67,8 @@ def unlearn_method(config, name, data, original, judge=None):
         curve.append({"epoch": -1, **_point(judge, trainer.model)})
         trainer.epoch_callback = lambda t, epoch: curve.append({"epoch": epoch, **_point(judge, t.model)})
     trainer.unlearn(show_progress=config["show_progress"])
+    if curve:       # the state the method returns (after a restore of its best state, say)
+        curve.append({"epoch": "final", **_point(judge, trainer.model)})
     return trainer.model, trainer, curve
 
 

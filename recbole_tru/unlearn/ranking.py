@@ -16,6 +16,20 @@ def drop_score_cache(model):
             setattr(model, name, None)
 
 
+def history_entries(history, users):
+    """``(rows, cols)``: for each position r of ``users``, one entry (r, item) per item in the
+    user's CSR ``history`` row (vectorised gather, no loop over users)."""
+    indptr, indices = history
+    users = np.asarray(users, dtype=np.int64)
+    starts, counts = indptr[users], indptr[users + 1] - indptr[users]
+    rows = np.repeat(np.arange(len(users)), counts)
+    if len(rows) == 0:
+        return rows, np.zeros(0, dtype=np.int64)
+    first = np.cumsum(counts) - counts                      # where each user's entries begin
+    cols = indices[np.repeat(starts - first, counts) + np.arange(len(rows))]
+    return rows, np.asarray(cols, dtype=np.int64)
+
+
 @torch.no_grad()
 def user_scores(model, users, history=None):
     """Scores [len(users), n_items] with padding and ``history`` items set to -inf."""
@@ -27,32 +41,30 @@ def user_scores(model, users, history=None):
     model.train(was_training)
     scores[:, 0] = -torch.inf
     if history is not None:
-        indptr, indices = history
-        users_np = np.asarray(users)
-        counts = indptr[users_np + 1] - indptr[users_np]
-        rows = np.repeat(np.arange(len(users_np)), counts)
-        cols = np.concatenate([indices[indptr[u]:indptr[u + 1]] for u in users_np]) if len(rows) else np.zeros(0, np.int64)
+        rows, cols = history_entries(history, users)
         scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -torch.inf
     return scores
 
 
-def _chunks(unique_users, size):
-    for start in range(0, len(unique_users), size):
-        yield unique_users[start:start + size]
-
-
 def pair_ranks(model, users, items, history=None, chunk=512):
     """Rank (float, 1 = top) of each (user, item) pair among the user's unmasked items.
-    The pair's own item must not be in ``history``."""
+    The pair's own item must not be in ``history``. Users are scored ``chunk`` at a time, each
+    once however many pairs they have."""
     users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
     ranks = np.empty(len(users), dtype=np.float64)
-    unique = np.unique(users)
-    for block in _chunks(unique, chunk):
+    order = np.argsort(users, kind="stable")
+    sorted_users = users[order]
+    unique, first = np.unique(sorted_users, return_index=True)
+    bounds = np.append(first, len(users))
+    for start in range(0, len(unique), chunk):
+        block = unique[start:start + chunk]
         scores = user_scores(model, block, history)
-        pos = np.flatnonzero(np.isin(users, block))
-        row = torch.from_numpy(np.searchsorted(block, users[pos]))
-        own = scores[row, torch.from_numpy(items[pos])]
-        ranks[pos] = 1 + (scores[row] > own[:, None]).sum(1).numpy()
+        block_pos = order[bounds[start]:bounds[min(start + chunk, len(unique))]]
+        for sub in range(0, len(block_pos), chunk):      # bounds the [pairs, n_items] comparison
+            pos = block_pos[sub:sub + chunk]
+            row = torch.from_numpy(np.searchsorted(block, users[pos]))
+            own = scores[row, torch.from_numpy(items[pos])]
+            ranks[pos] = 1 + (scores[row] > own[:, None]).sum(1).numpy()
     return ranks
 
 

@@ -1,10 +1,11 @@
-"""Command line: ``python -m recbole_tru.data.builders {ml100k,text,mmrec} ...``.
+"""Command line: ``python -m recbole_tru.data.builders {ml100k,text,mmrec,synthetic} ...``.
 
 Examples::
 
     python -m recbole_tru.data.builders ml100k
     python -m recbole_tru.data.builders text dataset/my-set my-set --fields title description
     python -m recbole_tru.data.builders mmrec /data/mmrec/baby --out dataset
+    python -m recbole_tru.data.builders synthetic --size baby      # SYNTHETIC, into benchmarks/data
 """
 import argparse
 import sys
@@ -34,6 +35,13 @@ def parse_args(argv=None):
     mm.add_argument("--name", default=None, help="data set name (default: the folder name of src)")
     mm.add_argument("--keep-cold-start-users", action="store_true",
                     help="keep valid/test rows of users with no train row (MMRec drops them)")
+
+    syn = commands.add_parser("synthetic", help="write a SYNTHETIC data set with Amazon Baby/Sports/Clothing counts")
+    syn.add_argument("--size", default="baby", choices=["tiny", "baby", "sports", "clothing"])
+    syn.add_argument("--out", type=Path, default=None,
+                     help="parent folder of the data set folder (default: <repo>/benchmarks/data, git-ignored)")
+    syn.add_argument("--seed", type=int, default=None, help="generator seed (default 2026)")
+    syn.add_argument("--name", default=None, help="data set name (default: synthetic-<size>)")
     return parser.parse_args(argv)
 
 
@@ -46,6 +54,11 @@ def run(args):
         from recbole_tru.data.builders.text_features import build_text_features
         return {args.modality: build_text_features(args.data_dir, args.dataset, args.fields,
                                                    args.suffix, args.modality)}
+    if args.command == "synthetic":
+        from recbole_tru.data.builders.synthetic import build_synthetic
+        command = f"python -m recbole_tru.data.builders synthetic --size {args.size}" + (
+            f" --seed {args.seed}" if args.seed is not None else "")
+        return build_synthetic(args.size, args.out, args.seed, args.name, command=command)
     from recbole_tru.data.builders.mmrec import import_mmrec
     return import_mmrec(args.src, args.out, args.name,
                         drop_cold_start_users=not args.keep_cold_start_users)
