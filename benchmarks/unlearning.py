@@ -55,10 +55,10 @@ def run_cell(model, regime, out, extra, dataset):
     return results
 
 
-def run_ablation(model, out, extra, dataset):
-    """TRU with each intervention switched off, on the interaction cell (same data, same
-    original and retrained models as the main run: both come from the run's cache)."""
-    base = cell_config(model, "interaction", out, extra)
+def prepare_cell(model, regime, out, extra, dataset):
+    """Config, retained data, original model, judge and retrain summary of one cell (the
+    original and retrained models come from the run's cache when a cell ran before)."""
+    base = cell_config(model, regime, out, extra)
     config = Config(model=model, dataset=dataset, config_dict=base, read_cmd_line=False)
     _, train, valid, test = load_data(config)
     cache = Path(config["output_dir"]) / "cache"
@@ -67,16 +67,26 @@ def run_ablation(model, out, extra, dataset):
     data = UnlearnData(config, train.dataset, valid.dataset, test.dataset, forget)
     retrained, summary, _ = pipeline.train_reference(config, (data.retain_loader(), data.eval_loader("valid")),
                                                      cache, "retrain", pipeline.forget_digest(forget))
-    judge = Judge(config, data, retrained)
+    return base, data, original, Judge(config, data, retrained), summary
+
+
+def run_variants(model, regime, out, extra, dataset, variants, method="tru"):
+    """``method`` with each ``{name: overrides}`` variant on one cell; judged, no audit."""
+    base, data, original, judge, summary = prepare_cell(model, regime, out, extra, dataset)
     rows = {}
-    for name, overrides in ABLATIONS.items():
+    for name, overrides in variants.items():
         variant = Config(model=model, dataset=dataset, config_dict={**base, **overrides, "unlearn_trajectory": False},
                          read_cmd_line=False)
         data.config = variant
-        model_u, trainer, _ = pipeline.unlearn_method(variant, "tru", data, original)
+        model_u, trainer, _ = pipeline.unlearn_method(variant, overrides.get("method", method), data, original)
         rows[name] = {**judge.report(model_u), "seconds": trainer.seconds,
                       "stop_reason": getattr(trainer, "stop_reason", None)}
     return {"retrain_seconds": summary["seconds"], "reference": judge.reference, "variants": rows}
+
+
+def run_ablation(model, out, extra, dataset):
+    """TRU with each intervention switched off, on the interaction cell."""
+    return run_variants(model, "interaction", out, extra, dataset, ABLATIONS)
 
 
 def fmt(x, digits=4):
@@ -113,12 +123,12 @@ def markdown(report):
     for model, ab in report.get("ablations", {}).items():
         lines += ["", f"Ablation, {model}, interaction regime (retrain: test NDCG@20 "
                   f"{fmt(ab['reference']['retain']['ndcg@20'])}, forget Recall@20 {fmt(ab['reference']['forget']['recall@20'])}):",
-                  "", "| variant | forget gap | retain gap | top-20 overlap | MIA AUC | seconds |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "", "| variant | forget gap | retain gap | top-20 overlap | seconds |",
+                  "| --- | --- | --- | --- | --- |"]
         for name, r in ab["variants"].items():
             lines.append(f"| {name} | {fmt(r['gap_to_retrain']['forget']['recall@20'])} | "
                          f"{fmt(r['gap_to_retrain']['retain']['ndcg@20'])} | {fmt(r['topk_overlap_with_retrain'], 3)} | "
-                         f"{fmt(r.get('mia_auc'), 3)} | {fmt(r['seconds'], 2)} |")
+                         f"{fmt(r['seconds'], 2)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,591 @@
+"""Scale benchmark on SYNTHETIC data sets with the counts of Amazon Baby, Sports and Clothing
+(:mod:`recbole_tru.data.builders.synthetic`; missing data sets are generated first).
+
+Sub-benchmarks (``--bench``, comma separated):
+
+* ``load``    -- reading each feature file: text parse vs the binary cache (first read, which
+  parses and writes the cache, and later reads); median of ``--repeats`` reads.
+* ``train``   -- seconds per training epoch (median over ``--train-epochs`` epochs, validation
+  excluded), one full-sort validation pass, and peak memory of VBPR, MMGCN and RecBole's
+  LightGCN on the same data, split and batch size.
+* ``unlearn`` -- per data size and backbone, ONE process trains the original model, then for
+  each forget-set size runs ``retrain`` (once: it is a whole training) and the approximate
+  methods ``--repeats`` times each (median). Sizes of the forget set: ``--fixed-forget``
+  interactions at every data size, and ``--forget-sweep`` (counts, or a share like 0.05) at
+  ``--sweep-size``. Original and retrained models use the same stopping rule
+  (``--epochs``, ``--stopping-step``, validation every epoch).
+
+Every measurement runs in its own subprocess; peak memory is that process's ``ru_maxrss``.
+Writes ``scale.json``, ``scale.md``, ``scale_train.png`` and ``scale_unlearn.png`` to ``--out``
+(default ``benchmarks/results``). RecBole's logs go to ``--out``/``runs-scale-*``.
+
+    python benchmarks/scale.py                               # everything (see scale.md for the time)
+    python benchmarks/scale.py --bench unlearn --sizes baby --models VBPR
+    python benchmarks/scale.py --sizes tiny --out /tmp/s     # smoke size, seconds
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_DATA = ROOT / "benchmarks" / "data"
+SIZES = ("baby", "sports", "clothing")
+TRAIN_MODELS = ("VBPR", "MMGCN", "LightGCN")
+APPROXIMATE = ("tru", "reverse", "finetune")
+RECALL, NDCG = "recall@20", "ndcg@20"
+
+
+# ------------------------------------------------------------------------------ helpers
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ensure_data(size, data_dir, log=print):
+    """The data set folder of ``size`` (generated when missing); returns (folder, seconds or None)."""
+    from recbole_tru.data.builders.synthetic import build_synthetic, dataset_name
+
+    folder = Path(data_dir) / dataset_name(size)
+    if (folder / "README.md").is_file():
+        return folder, None
+    start = time.perf_counter()
+    build_synthetic(size, data_dir, log=log)
+    return folder, time.perf_counter() - start
+
+
+def make_config(size, data_dir, model, extra=None):
+    import yaml
+
+    from recbole_tru.config import Config
+    from recbole_tru.data.builders.synthetic import dataset_name
+
+    name = dataset_name(size)
+    folder = Path(data_dir) / name
+    params = yaml.safe_load((folder / f"{name}.yaml").read_text())
+    params.update({"data_path": str(Path(data_dir)), "state": "WARNING", "show_progress": False,
+                   "unlearn_trajectory": False, "unlearn_cache": False, "audit_enabled": False})
+    if model not in ("VBPR", "MMGCN"):
+        params["modalities"] = None                   # ID-only peers read no feature files
+        params["feature_dims"] = None
+    params.update(extra or {})
+    return Config(model=model, dataset=name, config_dict=params, read_cmd_line=False)
+
+
+# ------------------------------------------------------------------------------ measurements (in a subprocess)
+
+def measure_load(task):
+    """Text read vs cached read of one feature file."""
+    from recbole_tru.data.features import cache_path, read_feature_file
+
+    path = Path(task["path"])
+    out = {"bytes": path.stat().st_size}
+    if task["mode"] == "text":
+        times = []
+        for _ in range(task["repeats"]):
+            start = time.perf_counter()
+            _, matrix = read_feature_file(path, cache=False)
+            times.append(time.perf_counter() - start)
+        out.update(seconds=statistics.median(times), all_seconds=times, shape=list(matrix.shape))
+    elif task["mode"] == "build":
+        cache_path(path).unlink(missing_ok=True)
+        start = time.perf_counter()
+        read_feature_file(path, cache=True)
+        out.update(seconds=time.perf_counter() - start, cache_bytes=cache_path(path).stat().st_size)
+    else:
+        times = []
+        for _ in range(task["repeats"]):
+            start = time.perf_counter()
+            read_feature_file(path, cache=True)
+            times.append(time.perf_counter() - start)
+        out.update(seconds=statistics.median(times), all_seconds=times)
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def measure_train(task):
+    """Median seconds per training epoch, one validation pass, peak memory."""
+    from recbole_tru.quick_start import build_model, load_data
+    from recbole_tru.registry import get_trainer
+
+    config = make_config(task["size"], task["data"], task["model"], task.get("config"))
+    start = time.perf_counter()
+    _, train, valid, _ = load_data(config)
+    load_seconds = time.perf_counter() - start
+    model = build_model(config, train.dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    epochs = []
+    for epoch in range(task["epochs"]):
+        start = time.perf_counter()
+        trainer._train_epoch(train, epoch, show_progress=False)
+        epochs.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    trainer.evaluate(valid, load_best_model=False)
+    return {"seconds_per_epoch": statistics.median(epochs), "epoch_seconds": epochs,
+            "valid_seconds": time.perf_counter() - start, "load_seconds": load_seconds,
+            "n_train": len(train.dataset), "peak_rss_mb": peak_rss_mb()}
+
+
+def _forget_config(config, n_train, forget):
+    """Set ``forget_share`` so that the interaction regime draws exactly ``forget`` pairs
+    (an int) or that share (a float < 1) of the training interactions."""
+    share = forget if isinstance(forget, float) and forget < 1 else int(forget) / n_train
+    config["forget_regime"] = "interaction"
+    config["forget_share"] = share
+    return max(1, round(share * n_train))
+
+
+def measure_unlearn(task):
+    """Original model, then per forget size: retrain once and each method ``repeats`` times."""
+    import numpy as np
+
+    from recbole_tru.quick_start import load_data
+    from recbole_tru.registry import UNLEARNERS
+    from recbole_tru.unlearn import pipeline
+    from recbole_tru.unlearn.data import UnlearnData
+    from recbole_tru.unlearn.evaluation import Judge
+    from recbole_tru.unlearn.forget import select_forget
+
+    config = make_config(task["size"], task["data"], task["model"], task.get("config"))
+    _, train, valid, test = load_data(config)
+    n_train = len(train.dataset)
+    original, summary, _ = pipeline.train_reference(config, (train, valid), None, "original")
+    result = {"n_train": n_train, "original": {k: summary[k] for k in ("seconds", "epochs", "best_epoch")},
+              "forget": []}
+    for spec in task["forgets"]:
+        target = _forget_config(config, n_train, spec["forget"])
+        forget = select_forget(config, train.dataset)
+        data = UnlearnData(config, train.dataset, valid.dataset, test.dataset, forget)
+        row = {"forget": spec["forget"], "n_forget": len(forget), "expected": target,
+               "users_touched": int(len(np.unique(forget.users))), "methods": {}}
+        judge = None
+        if spec.get("retrain"):
+            model, trainer, _ = pipeline.unlearn_method(config, "retrain", data, original)
+            judge = Judge(config, data, model)
+            row["methods"]["retrain"] = {"seconds": trainer.seconds, "runs": [trainer.seconds],
+                                         "epochs": trainer.summary["epochs"], **_quality(judge.reference)}
+        for name in spec["methods"]:
+            if name not in UNLEARNERS or (name == "sisa" and not _sisa_available()):
+                row["methods"][name] = {"seconds": None, "note": "not available"}
+                continue
+            runs, extra, phases = [], {}, []
+            for _ in range(1 if name == "sisa" else task["repeats"]):
+                with phase_timer(name) as timer:
+                    model, trainer, _ = pipeline.unlearn_method(config, name, data, original)
+                runs.append(trainer.seconds)
+                phases.append(timer)
+                extra = {k: getattr(trainer, k) for k in ("stop_reason",) if hasattr(trainer, k)}
+                if hasattr(trainer, "checks"):
+                    extra["checks"] = sum(1 for c in trainer.checks if "distance" in c)
+                    extra["steps"] = getattr(trainer, "step", None)
+            entry = {"seconds": statistics.median(runs), "runs": runs, **extra}
+            if name == "tru":
+                entry["phases"] = phases[runs.index(entry["seconds"])] if entry["seconds"] in runs else phases[0]
+                if task.get("profile"):
+                    entry["profile"] = profile_run(config, data, original)
+            if judge is not None:
+                entry.update(_quality(judge.metrics(model)))
+            row["methods"][name] = entry
+        result["forget"].append(row)
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+class phase_timer:
+    """Seconds TRU spends in each part of a run (reset, rank checks, targeted steps, repair),
+    from wrappers around its methods while the block runs (other methods: nothing)."""
+
+    PARTS = {"reset": "reset_owned_capacity", "checks": "check", "epochs": "_train_epoch",
+             "repair_rows": "repair_rows"}
+
+    def __init__(self, name):
+        self.name = name
+        self.times = {}
+
+    def __enter__(self):
+        if self.name != "tru":
+            return self.times
+        from recbole_tru.unlearn.tru import TRUTrainer
+
+        self.originals = {}
+        times = self.times
+
+        for part, attr in self.PARTS.items():
+            original = getattr(TRUTrainer, attr)
+            self.originals[attr] = original
+
+            def wrapped(trainer, *args, _original=original, _part=part, **kwargs):
+                key = _part if _part != "epochs" else f"{trainer.phase}_epochs"
+                start = time.perf_counter()
+                try:
+                    return _original(trainer, *args, **kwargs)
+                finally:
+                    times[key] = times.get(key, 0.0) + time.perf_counter() - start
+
+            setattr(TRUTrainer, attr, wrapped)
+        return self.times
+
+    def __exit__(self, *exc):
+        if self.name == "tru":
+            from recbole_tru.unlearn.tru import TRUTrainer
+
+            for attr, original in self.originals.items():
+                setattr(TRUTrainer, attr, original)
+        # targeted epochs include the checks run inside them: report the steps apart
+        if "targeted_epochs" in self.times:
+            self.times["targeted_steps"] = self.times["targeted_epochs"] - self.times.get("checks", 0.0)
+        return False
+
+
+def profile_run(config, data, original, top=25):
+    """One extra TRU run under cProfile: the functions with the most cumulative time."""
+    import cProfile
+    import io
+    import pstats
+
+    from recbole_tru.unlearn import pipeline
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    pipeline.unlearn_method(config, "tru", data, original)
+    profiler.disable()
+    buffer = io.StringIO()
+    pstats.Stats(profiler, stream=buffer).sort_stats("cumulative").print_stats(top)
+    return buffer.getvalue()
+
+
+def _quality(metrics):
+    return {"test_ndcg@20": metrics["retain"][NDCG], "forget_recall@20": metrics["forget"][RECALL]}
+
+
+def _sisa_available():
+    try:
+        from recbole_tru.unlearn import sisa  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+MEASURES = {"load": measure_load, "train": measure_train, "unlearn": measure_unlearn}
+
+
+def run_one(task, out_dir, inline=False):
+    """Run ``task`` in a fresh subprocess (cwd = a run folder: RecBole writes log/ there), or
+    in this process with ``inline`` (smoke tests: no per-process memory figure then)."""
+    if inline:
+        return MEASURES[task["kind"]](task)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(task)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out_dir, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{task['kind']} {task.get('size')} {task.get('model', '')} failed:\n"
+                           f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+# ------------------------------------------------------------------------------ orchestration
+
+def parse_forget(text):
+    return [float(x) if "." in x else int(x) for x in text.split(",") if x]
+
+
+def plan_unlearn(args):
+    """One task per (size, backbone): the fixed-size request at every size, the sweep at one."""
+    tasks = []
+    for size in args.sizes:
+        for model in args.models:
+            forgets = [{"forget": args.fixed_forget, "retrain": True, "methods": args.methods}]
+            if size == args.sweep_size:
+                for f in args.forget_sweep:
+                    if f == args.fixed_forget:
+                        continue
+                    forgets.append({"forget": f, "retrain": isinstance(f, float) and args.retrain_share,
+                                    "methods": args.methods})
+            tasks.append({"kind": "unlearn", "size": size, "model": model, "forgets": forgets,
+                          "repeats": args.repeats, "config": args.train_config, "profile": args.profile})
+    return tasks
+
+
+def run(args):
+    out = Path(args.out)
+    runs = out / f"runs-scale-{time.strftime('%Y%m%d-%H%M%S')}"
+    runs.mkdir(parents=True, exist_ok=True)
+    report = {"machine": machine(), "command": "python benchmarks/scale.py " + " ".join(args.argv),
+              "synthetic": "all data sets are SYNTHETIC (recbole_tru.data.builders.synthetic)",
+              "settings": {"epochs": args.epochs, "stopping_step": args.stopping_step, "repeats": args.repeats,
+                           "train_epochs": args.train_epochs, "fixed_forget": args.fixed_forget,
+                           "forget_sweep": args.forget_sweep, "sweep_size": args.sweep_size,
+                           "config": args.train_config},
+              "data": {}, "load": [], "train": [], "unlearn": [], "seconds": {}}
+    start_all = time.perf_counter()
+    for size in args.sizes:
+        folder, seconds = ensure_data(size, args.data)
+        report["data"][size] = {"folder": str(folder), "generated_seconds": seconds}
+    if "load" in args.bench:
+        start = time.perf_counter()
+        for size in args.sizes:
+            for suffix in ("imagelikefeat", "textlikefeat"):
+                path = Path(report["data"][size]["folder"]) / f"synthetic-{size}.{suffix}"
+                row = {"size": size, "file": path.name}
+                for mode in ("text", "build", "cached"):
+                    row[mode] = run_one({"kind": "load", "path": str(path), "mode": mode,
+                                         "repeats": args.load_repeats}, runs, args.inline)
+                print("load", row["file"], {m: round(row[m]["seconds"], 2) for m in ("text", "build", "cached")}, flush=True)
+                report["load"].append(row)
+        report["seconds"]["load"] = time.perf_counter() - start
+    if "train" in args.bench:
+        start = time.perf_counter()
+        for size in args.sizes:
+            for model in args.train_models:
+                row = {"size": size, "model": model, **run_one(
+                    {"kind": "train", "size": size, "model": model, "data": str(args.data),
+                     "epochs": args.train_epochs, "config": args.train_config}, runs, args.inline)}
+                print("train", size, model, round(row["seconds_per_epoch"], 2), "s/epoch", flush=True)
+                report["train"].append(row)
+        report["seconds"]["train"] = time.perf_counter() - start
+    if "unlearn" in args.bench:
+        start = time.perf_counter()
+        for task in plan_unlearn(args):
+            task["data"] = str(args.data)
+            t0 = time.perf_counter()
+            row = {"size": task["size"], "model": task["model"], **run_one(task, runs, args.inline)}
+            row["process_seconds"] = time.perf_counter() - t0
+            print("unlearn", task["size"], task["model"],
+                  {f["n_forget"]: {m: (None if v["seconds"] is None else round(v["seconds"], 2))
+                                   for m, v in f["methods"].items()} for f in row["forget"]}, flush=True)
+            report["unlearn"].append(row)
+        report["seconds"]["unlearn"] = time.perf_counter() - start
+    report["seconds"]["total"] = time.perf_counter() - start_all
+    write_report(report, out, args.tag)
+    return report
+
+
+def machine():
+    import torch
+
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+
+
+# ------------------------------------------------------------------------------ report
+
+def fmt(x, digits=2):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def markdown(report):
+    lines = ["All data sets are SYNTHETIC, with the user/item/interaction counts of Amazon Baby, Sports "
+             "and Clothing (`python -m recbole_tru.data.builders synthetic`).", "",
+             f"Machine: {report['machine']}. Command: `{report['command']}`. "
+             f"Wall time: {report['seconds']['total'] / 60:.1f} min.", ""]
+    if report["load"]:
+        lines += ["### Feature files: text parse vs binary cache", "",
+                  "| data set | file | MB (text) | text read s (median) | first cached read s (parse + write) | "
+                  "cached read s (median) | speed-up | peak RSS MB text / cached |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in report["load"]:
+            lines.append(f"| synthetic-{r['size']} | `{r['file']}` | {r['text']['bytes'] / 1e6:.0f} | "
+                         f"{fmt(r['text']['seconds'])} | {fmt(r['build']['seconds'])} | {fmt(r['cached']['seconds'], 3)} | "
+                         f"{r['text']['seconds'] / max(r['cached']['seconds'], 1e-9):.0f}x | "
+                         f"{r['text']['peak_rss_mb']:.0f} / {r['cached']['peak_rss_mb']:.0f} |")
+        lines.append("")
+    if report["train"]:
+        lines += ["### Training cost per epoch", "",
+                  f"Median over {report['settings']['train_epochs']} training epochs (validation excluded); "
+                  "one full-sort validation pass; peak RSS of the process (data set, model, training).", "",
+                  "| data set | train interactions | model | s / epoch | validation pass s | peak RSS MB |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in report["train"]:
+            lines.append(f"| synthetic-{r['size']} | {r['n_train']:,} | {r['model']} | {fmt(r['seconds_per_epoch'])} | "
+                         f"{fmt(r['valid_seconds'])} | {r['peak_rss_mb']:.0f} |")
+        lines.append("")
+    if report["unlearn"]:
+        s = report["settings"]
+        lines += ["### Unlearning time", "",
+                  f"Original and retrained models: at most {s['epochs']} epochs, early stopping after "
+                  f"{s['stopping_step']} validations without improvement (validation every epoch). "
+                  f"`retrain` runs once per cell; `tru`, `reverse`, `finetune` {s['repeats']} times (median); "
+                  "`sisa` once (its K shard models are trained untimed first). Interaction regime, random pairs.", "",
+                  "| data set | model | |D_f| | method | seconds | x faster than retrain | test NDCG@20 | forget Recall@20 | note |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in report["unlearn"]:
+            for f in r["forget"]:
+                retrain = f["methods"].get("retrain", {}).get("seconds")
+                for name, m in f["methods"].items():
+                    speed = None if retrain is None or not m.get("seconds") or name == "retrain" else retrain / m["seconds"]
+                    note = m.get("note") or (f"{m['epochs']} epochs" if name == "retrain" else m.get("stop_reason", ""))
+                    lines.append(f"| synthetic-{r['size']} | {r['model']} | {f['n_forget']:,} | {name} | {fmt(m.get('seconds'))} | "
+                                 f"{fmt(speed, 1)} | {fmt(m.get('test_ndcg@20'), 4)} | {fmt(m.get('forget_recall@20'), 4)} | {note or ''} |")
+            lines.append(f"| synthetic-{r['size']} | {r['model']} | | original training | {fmt(r['original']['seconds'])} | | | | "
+                         f"{r['original']['epochs']} epochs, peak RSS {r['peak_rss_mb']:.0f} MB |")
+        lines += [""] + growth_lines(report) + phase_lines(report)
+    return "\n".join(lines) + "\n"
+
+
+def fixed_rows(report, model):
+    """[(size, n_train, {method: seconds})] of the fixed-size request, in size order."""
+    out = []
+    for r in report["unlearn"]:
+        if r["model"] == model and r["forget"]:
+            f = r["forget"][0]
+            out.append((r["size"], r["n_train"], {k: v.get("seconds") for k, v in f["methods"].items()}))
+    return out
+
+
+def growth_lines(report):
+    models = sorted({r["model"] for r in report["unlearn"]})
+    lines = [f"Growth from the smallest to the largest data size at |D_f| = {report['settings']['fixed_forget']:,} "
+             "(ratio of seconds):", "", "| model | data growth (train interactions) | method | growth |", "| --- | --- | --- | --- |"]
+    for model in models:
+        rows = fixed_rows(report, model)
+        if len(rows) < 2:
+            continue
+        (s0, n0, m0), (s1, n1, m1) = rows[0], rows[-1]
+        for name in m0:
+            if m0.get(name) and m1.get(name):
+                lines.append(f"| {model} | {s0} -> {s1}: x{n1 / n0:.2f} | {name} | x{m1[name] / m0[name]:.2f} |")
+    return lines + [""]
+
+
+def phase_lines(report):
+    lines = ["Where TRU's time goes (the median run; seconds): `reset` re-draws owned rows, `checks` rank "
+             "the gated pairs and the reference against all items, `targeted steps` are the gated reverse "
+             "updates, `repair` the retain BPR epochs on the neighbourhood.", "",
+             "| data set | model | |D_f| | total | reset | checks (n) | targeted steps (n) | repair | stop |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in report["unlearn"]:
+        for f in r["forget"]:
+            m = f["methods"].get("tru") or {}
+            p = m.get("phases")
+            if not p:
+                continue
+            lines.append(f"| synthetic-{r['size']} | {r['model']} | {f['n_forget']:,} | {fmt(m['seconds'])} | "
+                         f"{fmt(p.get('reset'))} | {fmt(p.get('checks'))} ({m.get('checks')}) | "
+                         f"{fmt(p.get('targeted_steps'))} ({m.get('steps')}) | {fmt(p.get('repair_epochs'))} | "
+                         f"{m.get('stop_reason', '')} |")
+    return lines + [""]
+
+
+def plot(report, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if report["train"]:
+        models = list(dict.fromkeys(r["model"] for r in report["train"]))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for model in models:
+            rows = [r for r in report["train"] if r["model"] == model]
+            x = [r["n_train"] for r in rows]
+            axes[0].plot(x, [r["seconds_per_epoch"] for r in rows], "-o", label=model)
+            axes[1].plot(x, [r["peak_rss_mb"] for r in rows], "-o", label=model)
+        for ax, label in zip(axes, ("seconds per training epoch", "peak RSS (MB)")):
+            ax.set_xlabel("training interactions (synthetic Baby / Sports / Clothing sizes)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[0].legend()
+        fig.suptitle("Training cost on SYNTHETIC data at Amazon sizes")
+        fig.tight_layout()
+        fig.savefig(out / "scale_train.png", dpi=110)
+        plt.close(fig)
+    if report["unlearn"]:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        styles = {"retrain": "k", "tru": "tab:green", "reverse": "tab:red", "finetune": "tab:blue", "sisa": "tab:purple"}
+        markers = {"VBPR": "o", "MMGCN": "s"}
+        for model in sorted({r["model"] for r in report["unlearn"]}):
+            rows = fixed_rows(report, model)
+            for name in styles:
+                pts = [(n, m[name]) for _, n, m in rows if m.get(name)]
+                if pts:
+                    axes[0].plot(*zip(*pts), "-" + markers.get(model, "o"), color=styles[name], label=f"{name} ({model})",
+                                 alpha=1.0 if name in ("tru", "retrain") else 0.5)
+            sweep = [r for r in report["unlearn"] if r["model"] == model and r["size"] == report["settings"]["sweep_size"]]
+            for r in sweep:
+                for name in styles:
+                    pts = sorted((f["n_forget"], f["methods"][name]["seconds"]) for f in r["forget"]
+                                 if f["methods"].get(name, {}).get("seconds"))
+                    if pts:
+                        axes[1].plot(*zip(*pts), ("-" if name != "retrain" else ":") + markers.get(model, "o"),
+                                     color=styles[name], label=f"{name} ({model})",
+                                     alpha=1.0 if name in ("tru", "retrain") else 0.5)
+        axes[0].set_xlabel("training interactions (synthetic Baby / Sports / Clothing sizes)")
+        axes[0].set_title(f"vs data size, |D_f| = {report['settings']['fixed_forget']:,}")
+        axes[1].set_xlabel("|D_f| (forgotten interactions)")
+        axes[1].set_title(f"vs forget-set size, synthetic-{report['settings']['sweep_size']}")
+        for ax in axes:
+            ax.set_ylabel("unlearning seconds")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3, which="both")
+        axes[1].set_xscale("log")
+        axes[0].legend(fontsize=7, ncol=2)
+        fig.suptitle("Unlearning time on SYNTHETIC data (retrain: same stopping rule as the original)")
+        fig.tight_layout()
+        fig.savefig(out / "scale_unlearn.png", dpi=110)
+        plt.close(fig)
+
+
+def write_report(report, out, tag=""):
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"scale{tag}"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=float))
+    (out / f"{stem}.md").write_text(markdown(report))
+    plot(report, out)
+    print(markdown(report))
+
+
+# ------------------------------------------------------------------------------ command line
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bench", default="load,train,unlearn", help="load, train and/or unlearn")
+    parser.add_argument("--sizes", default=",".join(SIZES), help="synthetic sizes: tiny, baby, sports, clothing")
+    parser.add_argument("--models", default="VBPR,MMGCN", help="backbones of the unlearning benchmark")
+    parser.add_argument("--train-models", default=",".join(TRAIN_MODELS), help="models of the training benchmark")
+    parser.add_argument("--methods", default="tru,reverse,finetune,sisa", help="approximate methods (retrain is always run)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="parent folder of the synthetic data sets")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--tag", default="", help="suffix of the output file names (scale<tag>.md, ...)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each approximate method (median)")
+    parser.add_argument("--load-repeats", type=int, default=3)
+    parser.add_argument("--train-epochs", type=int, default=3, help="epochs timed by the training benchmark")
+    parser.add_argument("--epochs", type=int, default=30, help="max epochs of the original and retrained models")
+    parser.add_argument("--stopping-step", type=int, default=3)
+    parser.add_argument("--fixed-forget", type=int, default=1000)
+    parser.add_argument("--forget-sweep", default="250,1000,4000,0.05", help="forget sizes at --sweep-size (int or share)")
+    parser.add_argument("--sweep-size", default="baby")
+    parser.add_argument("--no-retrain-share", dest="retrain_share", action="store_false",
+                        help="do not retrain for the sweep's share-sized request")
+    parser.add_argument("--config", default="{}", help="JSON dict of extra config for every model (smoke runs)")
+    parser.add_argument("--profile", action="store_true", help="add one cProfile'd TRU run per cell to the JSON")
+    parser.add_argument("--inline", action="store_true", help="measure in this process (smoke tests)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        task = json.loads(args.one)
+        print("RESULT " + json.dumps(MEASURES[task["kind"]](task), default=float), flush=True)
+        return None
+    args.argv = argv
+    args.bench = [b for b in args.bench.split(",") if b]
+    args.sizes = [s for s in args.sizes.split(",") if s]
+    args.models = [m for m in args.models.split(",") if m]
+    args.train_models = [m for m in args.train_models.split(",") if m]
+    args.methods = [m for m in args.methods.split(",") if m]
+    args.forget_sweep = parse_forget(args.forget_sweep)
+    args.train_config = {"epochs": args.epochs, "stopping_step": args.stopping_step, **json.loads(args.config)}
+    args.data = Path(args.data).resolve()
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()
