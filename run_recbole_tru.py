@@ -3,6 +3,7 @@
     python run_recbole_tru.py --model=VBPR
     python run_recbole_tru.py --model=MMGCN --unlearn=tru
     python run_recbole_tru.py --model=VBPR --dataset=ml-100k-mm --config_files="a.yaml b.yaml" --learning_rate=0.01
+    python run_recbole_tru.py --model=MMGCN --unlearn=tru --checkpoint=PATH --forget_file=REQUEST
 
 Any other ``--key=value`` is a RecBole/recbole-tru config override (highest precedence).
 """
@@ -18,9 +19,15 @@ def main():
     parser.add_argument("--config_files", type=str, default=None, help="space-separated YAML files")
     parser.add_argument("--unlearn", type=str, default=None,
                         help="unlearning method(s): retrain, finetune, gradascent, reverse, tru; comma list or all")
+    parser.add_argument("--checkpoint", type=str, default=None,
+                        help="deletion-request workflow: a trained checkpoint to unlearn from (never modified); "
+                             "writes a new unlearned checkpoint and a report under output_dir")
+    parser.add_argument("--forget_file", type=str, default=None,
+                        help="deletion-request atomic file (user_id:token and/or item_id:token columns)")
     args, _ = parser.parse_known_args()
     files = args.config_files.strip().split(" ") if args.config_files else None
-    config_dict = {"unlearn": args.unlearn} if args.unlearn else None
+    given = {"unlearn": args.unlearn, "checkpoint": args.checkpoint, "forget_file": args.forget_file}
+    config_dict = {k: v for k, v in given.items() if v} or None
     run_recbole_tru(model=args.model, dataset=args.dataset, config_file_list=files, config_dict=config_dict)
 
 

@@ -40,6 +40,7 @@ import torch
 from recbole.trainer import Trainer
 
 from recbole_tru.losses import bpr_loss, reverse_bpr_loss
+from recbole_tru.quick_start import build_model
 from recbole_tru.unlearn.base import UnlearnTrainer, cycle
 from recbole_tru.unlearn.capacity import describe, forget_scores_and_retain_loss, pair_scores, reset_rows, row_mask
 from recbole_tru.unlearn.data import FORGET_PAIR
@@ -125,8 +126,6 @@ class TRUTrainer(UnlearnTrainer):
     # ------------------------------------------------------------------ isolation: reset
     def reset_owned_capacity(self):
         """Re-draw the rows owned by deleted data from the model's own seeded initialisation."""
-        from recbole_tru.quick_start import build_model
-
         f = self.data.forget
         if len(f.deleted_users) == 0 and len(f.deleted_items) == 0:
             return
