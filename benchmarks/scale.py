@@ -154,12 +154,18 @@ def measure_unlearn(task):
     from recbole_tru.unlearn.evaluation import Judge
     from recbole_tru.unlearn.forget import select_forget
 
+    if not task.get("restrict", True):
+        from recbole_tru.model.mmgcn import MMGCN
+
+        MMGCN.RESTRICT_COST = 0.0                     # always propagate the full graph
     config = make_config(task["size"], task["data"], task["model"], task.get("config"))
     _, train, valid, test = load_data(config)
     n_train = len(train.dataset)
-    original, summary, _ = pipeline.train_reference(config, (train, valid), None, "original")
+    config["unlearn_cache"] = bool(task.get("cache"))
+    original, summary, cached = pipeline.train_reference(config, (train, valid), task.get("cache"), "original")
+    config["unlearn_cache"] = False
     result = {"n_train": n_train, "original": {k: summary[k] for k in ("seconds", "epochs", "best_epoch")},
-              "forget": []}
+              "original_cached": cached, "restrict": task.get("restrict", True), "forget": []}
     for spec in task["forgets"]:
         target = _forget_config(config, n_train, spec["forget"])
         forget = select_forget(config, train.dataset)
@@ -311,7 +317,8 @@ def plan_unlearn(args):
                     forgets.append({"forget": f, "retrain": isinstance(f, float) and args.retrain_share,
                                     "methods": args.methods})
             tasks.append({"kind": "unlearn", "size": size, "model": model, "forgets": forgets,
-                          "repeats": args.repeats, "config": args.train_config, "profile": args.profile})
+                          "repeats": args.repeats, "config": args.train_config, "profile": args.profile,
+                          "cache": args.cache and str(Path(args.cache).resolve()), "restrict": args.restrict})
     return tasks
 
 
@@ -567,6 +574,11 @@ def main(argv=None):
     parser.add_argument("--no-retrain-share", dest="retrain_share", action="store_false",
                         help="do not retrain for the sweep's share-sized request")
     parser.add_argument("--config", default="{}", help="JSON dict of extra config for every model (smoke runs)")
+    parser.add_argument("--cache", default=None,
+                        help="reuse original models trained with the same config from this folder (their "
+                             "training time is the one recorded when they were trained); default: train fresh")
+    parser.add_argument("--no-restrict", dest="restrict", action="store_false",
+                        help="MMGCN: always propagate the full graph (to measure the restricted fast path)")
     parser.add_argument("--profile", action="store_true", help="add one cProfile'd TRU run per cell to the JSON")
     parser.add_argument("--inline", action="store_true", help="measure in this process (smoke tests)")
     parser.add_argument("--one", help=argparse.SUPPRESS)

@@ -69,26 +69,35 @@ class PropagationPlan:
     neighbourhood. ``matrices[l]`` = (``A[nodes[l + 1], nodes[l]]`` as CSR, its transpose, the
     positions of ``nodes[l + 1]`` within ``nodes[l]``). Each row keeps the full adjacency's
     entries in the same order, so the restricted products are those of the full one.
+
+    ``cost`` counts dense row operations relative to the full propagation (1.0 = as many):
+    layer l multiplies ``W_agg`` on ``nodes[l - 1]`` and ``W_self``, ``W_g`` (~3x as wide) on
+    ``nodes[l]``. With ``max_cost`` the plan stops early (``complete`` False) once it cannot
+    beat it, and a batch with more than ``max_targets`` nodes is not planned at all.
     """
 
-    def __init__(self, graph, targets, max_rows=None):
+    def __init__(self, graph, targets, max_cost=None, max_targets=None):
         crow, col, values = graph
-        n = len(crow) - 1
+        n, n_layers = len(crow) - 1, graph.n_layers
         self.nodes = [np.unique(np.asarray(targets, dtype=np.int64))]
-        self.complete = True
-        total = 0
-        while len(self.nodes) <= graph.n_layers:
-            rows = self.nodes[0]
-            starts, counts = crow[rows], crow[rows + 1] - crow[rows]
+        self.complete = False
+        self.cost = None
+        if max_targets is not None and len(self.nodes[0]) > max_targets:
+            return
+        full = 4.0 * n_layers * n
+        rows = 3.0 * len(self.nodes[0])
+        while len(self.nodes) <= n_layers:
+            upper = self.nodes[0]
             mask = np.zeros(n, dtype=bool)
-            mask[rows] = True
-            mask[_gather(col, starts, counts)] = True
+            mask[upper] = True
+            mask[_gather(col, crow[upper], crow[upper + 1] - crow[upper])] = True
             wider = np.flatnonzero(mask)
-            total += len(wider)
-            if max_rows is not None and total > max_rows:
-                self.complete = False            # as costly as the full graph: not worth it
-                return
+            rows += len(wider) + (3.0 * len(wider) if len(self.nodes) < n_layers else 0.0)
+            if max_cost is not None and rows > max_cost * full:
+                return                           # about as costly as the full graph
             self.nodes.insert(0, wider)
+        self.cost = rows / full
+        self.complete = True
         self.matrices = []
         for lower, upper in zip(self.nodes[:-1], self.nodes[1:]):
             local = np.full(n, -1, dtype=np.int64)
@@ -185,9 +194,12 @@ class GraphBranch(nn.Module):
 
 
 class MMGCN(MultimodalRecommender):
-    # propagate only a batch's L-hop neighbourhood when it holds at most this share of the
-    # layer rows of the full propagation (L x (n_users + n_items))
-    RESTRICT_SHARE = 0.5
+    # Propagate only a batch's L-hop neighbourhood when that costs at most RESTRICT_COST of the
+    # full propagation (see PropagationPlan.cost) and the batch has at most RESTRICT_TARGETS x
+    # (n_users + n_items) distinct nodes (larger batches, e.g. training batches at the field's
+    # sizes, reach most of the graph: they are not even planned).
+    RESTRICT_COST = 0.6
+    RESTRICT_TARGETS = 0.1
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -238,7 +250,8 @@ class MMGCN(MultimodalRecommender):
         if self._graph is None or self._graph.source is not self.adjacency:
             self._graph = _Graph(self.adjacency, len(self.branch[self.modalities[0]].aggregate))
         n = self.n_users + self.n_items
-        plan = PropagationPlan(self._graph, nodes, max_rows=int(self.RESTRICT_SHARE * self._graph.n_layers * n))
+        plan = PropagationPlan(self._graph, nodes, max_cost=self.RESTRICT_COST,
+                               max_targets=self.RESTRICT_TARGETS * n)
         if not plan.complete:
             return None
         out = sum(self.branch[m].forward_nodes(self.preference[m].weight, self.feature(m), self.id_embedding.weight, plan)
@@ -246,9 +259,9 @@ class MMGCN(MultimodalRecommender):
         return plan.nodes[-1], out
 
     def pair_scores(self, users, *item_sets):
-        """Scores s_ui. Only the batch's L-hop neighbourhood is propagated when it is below
-        ``RESTRICT_SHARE`` of the graph (small batches, e.g. TRU's targeted steps); the full
-        graph otherwise (training batches at the field's sizes touch most of it)."""
+        """Scores s_ui. Only the batch's L-hop neighbourhood is propagated when that is cheaper
+        (``RESTRICT_COST``; small batches, e.g. TRU's targeted steps); the full graph otherwise
+        (training batches at the field's sizes touch most of it)."""
         nodes = torch.cat([users] + [items + self.n_users for items in item_sets])
         restricted = self.forward_nodes(nodes.cpu().numpy())
         if restricted is None:
