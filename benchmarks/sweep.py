@@ -7,7 +7,8 @@ request; and the same trials with 1 vs 2 concurrent workers (speed-up and peak m
    first sweep trains the original and the retrained models (a fresh cache per benchmark run,
    so that time is counted); the second loads them.
 2. The same ``tru`` trials (same searcher seed, FIFO scheduler so that every trial does the same
-   work whatever the order) with ``tune_max_concurrent`` 1 and 2: wall time of the search and
+   work whatever the order) with ``tune_max_concurrent`` 1 and 2, on a local Ray instance of as
+   many CPUs (Ray starts one idle worker per CPU): wall time of the search and
    peak resident memory of the driver plus every process it started (Ray's helpers and
    workers), polled every 0.5 s with psutil. RSS counts pages shared between processes (the
    object store, shared libraries) once per process, so the sum is an upper bound.
@@ -123,7 +124,7 @@ def markdown(report):
     if s:
         one, two = s["1"], s["2"]
         lines += ["", f"### The same {s['trials']} {s['method']} trials (FIFO, {s['cpus_per_trial']} CPU per trial): "
-                  "1 vs 2 concurrent workers", "",
+                  "1 vs 2 concurrent workers (a local Ray instance of 1 / 2 CPUs)", "",
                   "| concurrent trials | search seconds | sweep seconds (incl. cached references and Ray start) | "
                   "peak RSS, driver + Ray processes (MB) | processes at peak |",
                   "| --- | --- | --- | --- | --- |"]
@@ -138,15 +139,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="MMGCN")
     parser.add_argument("--dataset", default="ml-100k-mm")
-    parser.add_argument("--samples", type=int, default=8, help="trials per sweep")
-    parser.add_argument("--scaling-samples", type=int, default=None, help="trials of the 1-vs-2 comparison (default: --samples)")
+    parser.add_argument("--samples", type=int, default=24, help="trials per sweep")
+    parser.add_argument("--scaling-samples", type=int, default=8, help="trials of the 1-vs-2 comparison")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--config", default="{}", help="JSON dict of extra config (e.g. a tiny data set)")
     parser.add_argument("--smoke", action="store_true", help="2 trials per sweep and comparison (tests)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the 1 vs 2 workers comparison")
     args = parser.parse_args(argv)
     samples = 2 if args.smoke else args.samples
-    scaling_samples = 2 if args.smoke else (args.scaling_samples or args.samples)
+    scaling_samples = 2 if args.smoke else args.scaling_samples
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = out / "sweep_runs" / time.strftime("%Y%m%d-%H%M%S")     # fresh cache: references are timed
@@ -167,9 +168,9 @@ def main(argv=None):
         for workers in (1, 2):
             print(f"== tru trials with {workers} concurrent worker(s)", flush=True)
             r = sweep(args.model, args.dataset, "tru", runs, extra, tune_num_samples=scaling_samples,
-                      tune_max_concurrent=workers, tune_scheduler="fifo", judge=False)
+                      tune_max_concurrent=workers, tune_num_cpus=workers, tune_scheduler="fifo", judge=False)
             report["scaling"][str(workers)] = {k: r[k] for k in ("search_seconds", "wall_seconds", "peak_rss_mb",
-                                                                  "peak_processes", "counts")}
+                                                                  "peak_processes", "counts", "output_dir")}
     for method, r in report["sweeps"].items():
         shutil.copyfile(Path(r["output_dir"]) / "pareto.png", out / f"sweep_pareto_{method}.png")
     refs = report["sweeps"]["tru"]["judged"]["calibration_references"]

@@ -37,7 +37,7 @@ def trial_rows(results, keys):
     for result in results:
         metrics = result.metrics or {}
         status = "error" if result.error else ("finished" if metrics.get("finished") == 1 else "stopped")
-        row = {"trial": metrics.get("trial_id") or Path(result.path).name.split("_")[1], "status": status,
+        row = {"trial": metrics.get("trial_id") or Path(result.path).name, "status": status,
                "reports": metrics.get("training_iteration", 0)}
         row.update({k: plain(result.config.get(k)) for k in keys})
         row.update({k: plain(metrics.get(k)) for k in METRICS})

@@ -95,19 +95,21 @@ def search(space, bundle, out, address=None):
     """Run the trials; returns Ray Tune's ``ResultGrid`` (errored trials included)."""
     s = space.settings
     cpus = int(s["tune_cpus_per_trial"])
-    trainable = tune.with_resources(tune.with_parameters(run_trial, bundle=bundle), {"cpu": cpus})
-    tuner = tune.Tuner(
-        trainable,
-        param_space=space.domains,
-        tune_config=tune.TuneConfig(
-            metric="objective", mode="max", num_samples=int(s["tune_num_samples"]),
-            max_concurrent_trials=int(s["tune_max_concurrent"]), scheduler=scheduler(s),
-            search_alg=BasicVariantGenerator(random_state=int(s["tune_seed"])), reuse_actors=True),
-        run_config=tune.RunConfig(
-            name="trials", storage_path=str(out / "ray"), verbose=1,
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
-    )
-    with ray_session(address, s["tune_num_cpus"]):
+    with ray_session(address, s["tune_num_cpus"]):      # before with_parameters puts the bundle
+        trainable = tune.with_resources(tune.with_parameters(run_trial, bundle=bundle), {"cpu": cpus})
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.domains,
+            tune_config=tune.TuneConfig(
+                metric="objective", mode="max", num_samples=int(s["tune_num_samples"]), scheduler=scheduler(s),
+                # the limit goes to the generator: Ray ignores max_concurrent_trials with a generator instance
+                search_alg=BasicVariantGenerator(random_state=int(s["tune_seed"]),
+                                                 max_concurrent=int(s["tune_max_concurrent"])),
+                reuse_actors=True),
+            run_config=tune.RunConfig(
+                name="trials", storage_path=str(out / "ray"), verbose=1,
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+        )
         return tuner.fit()
 
 
@@ -116,7 +118,7 @@ def prepare(config, out, calibration_seed):
     trained once (cached in ``<output_dir>/cache`` as unlearning runs are)."""
     logger = getLogger()
     _, train_data, valid_data, test_data = load_data(config)
-    (train_data, valid_data, test_data), held_out, held_key = pipeline.prepare_splits(
+    (train_data, valid_data, test_data), _, held_key = pipeline.prepare_splits(
         config, train_data, valid_data, test_data)
     cache = Path(config["output_dir"]).resolve() / "cache"
     original, summary, cached = pipeline.train_reference(config, (train_data, valid_data), cache, "original", held_key)
