@@ -134,6 +134,81 @@ def measure_train(task):
             "n_train": len(train.dataset), "peak_rss_mb": peak_rss_mb()}
 
 
+def measure_step(task):
+    """MMGCN step costs: a TRU-like step (256 forget pairs + 256 retained pairs of the same users,
+    dense layers frozen as TRU freezes them) with the restricted propagation and with the full
+    graph, a rank check (full-sort scores of 1,000 users after a change), and a training step
+    (one 2048 batch, everything trainable); medians of ``repeats`` after one warm-up."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from recbole.data.interaction import Interaction
+
+    from recbole_tru.model.mmgcn import MMGCN, PropagationPlan, _Graph
+    from recbole_tru.quick_start import build_model, load_data
+    from recbole_tru.unlearn.capacity import describe
+
+    config = make_config(task["size"], task["data"], "MMGCN", task.get("config"))
+    _, train, _, _ = load_data(config)
+    model = build_model(config, train.dataset)
+    ds = train.dataset
+    users, items = ds.inter_feat[ds.uid_field].numpy(), ds.inter_feat[ds.iid_field].numpy()
+    rng = np.random.default_rng(0)
+    params = dict(model.named_parameters())
+
+    def timed(fn):
+        fn()
+        times = []
+        for _ in range(task["repeats"]):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    def step(u, pos, neg):
+        def run():
+            pos_s, neg_s = model.pair_scores(u, pos, neg)
+            (-F.logsigmoid(pos_s - neg_s).mean()).backward()
+            model.zero_grad(set_to_none=True)
+        return run
+
+    forget = rng.choice(len(users), min(256, len(users) // 4), replace=False)
+    retain = rng.choice(np.flatnonzero(np.isin(users, users[forget])), 256)
+    rows = np.concatenate([forget, retain])
+    u, pos = torch.from_numpy(users[rows]), torch.from_numpy(items[rows])
+    neg = torch.from_numpy(rng.integers(1, model.n_items, len(rows)))
+    for name in describe(model).dense(model):
+        params[name].requires_grad_(False)
+    nodes = torch.cat([u, pos + model.n_users, neg + model.n_users]).numpy()
+    plan = PropagationPlan(_Graph(model.adjacency, int(config["n_layers"])), nodes)
+    out = {"n_nodes": model.n_users + model.n_items, "plan_nodes": [len(x) for x in plan.nodes],
+           "plan_cost": plan.cost}
+    model.RESTRICT_COST = MMGCN.RESTRICT_COST
+    out["tru_step_restricted"] = timed(step(u, pos, neg))
+    model.RESTRICT_COST = 0.0
+    out["tru_step_full"] = timed(step(u, pos, neg))
+    model.RESTRICT_COST = MMGCN.RESTRICT_COST
+    check_users = np.unique(users)
+    check_users = torch.from_numpy(rng.choice(check_users, min(1000, len(check_users)), replace=False))
+
+    def check():
+        with torch.no_grad():
+            params["preference." + model.modalities[0] + ".weight"][1] += 0.0   # a step happened
+        model.eval()
+        with torch.no_grad():
+            model.full_sort_predict(Interaction({model.USER_ID: check_users}))
+        model.train()
+    out["check_1000_users"] = timed(check)
+    for p in params.values():
+        p.requires_grad_(True)
+    batch = rng.choice(len(users), min(2048, len(users)), replace=False)
+    out["train_step"] = timed(step(torch.from_numpy(users[batch]), torch.from_numpy(items[batch]),
+                                   torch.from_numpy(rng.integers(1, model.n_items, len(batch)))))
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
 def _forget_config(config, n_train, forget):
     """Set ``forget_share`` so that the interaction regime draws exactly ``forget`` pairs
     (an int) or that share (a float < 1) of the training interactions."""
@@ -178,14 +253,20 @@ def measure_unlearn(task):
             judge = Judge(config, data, model)
             row["methods"]["retrain"] = {"seconds": trainer.seconds, "runs": [trainer.seconds],
                                          "epochs": trainer.summary["epochs"], **_quality(judge.reference)}
-        for name in spec["methods"]:
-            if name not in UNLEARNERS or (name == "sisa" and not _sisa_available()):
+        variants = task.get("variants", {}) if spec.get("retrain") else {}
+        for name in list(spec["methods"]) + list(variants):
+            method = name.split("[")[0]
+            if method not in UNLEARNERS or (method == "sisa" and not _sisa_available()):
                 row["methods"][name] = {"seconds": None, "note": "not available"}
                 continue
             runs, extra, phases = [], {}, []
-            for _ in range(1 if name == "sisa" else task["repeats"]):
-                with phase_timer(name) as timer:
-                    model, trainer, _ = pipeline.unlearn_method(config, name, data, original)
+            overrides = variants.get(name, {})
+            saved = {k: config[k] for k in overrides}
+            for key, value in overrides.items():
+                config[key] = value
+            for _ in range(1 if method == "sisa" else task["repeats"]):
+                with phase_timer(method) as timer:
+                    model, trainer, _ = pipeline.unlearn_method(config, method, data, original)
                 runs.append(trainer.seconds)
                 phases.append(timer)
                 extra = {k: getattr(trainer, k) for k in ("stop_reason",) if hasattr(trainer, k)}
@@ -193,10 +274,14 @@ def measure_unlearn(task):
                     extra["checks"] = sum(1 for c in trainer.checks if "distance" in c)
                     extra["steps"] = getattr(trainer, "step", None)
             entry = {"seconds": statistics.median(runs), "runs": runs, **extra}
-            if name == "tru":
+            if overrides:
+                entry["config"] = overrides
+            if method == "tru":
                 entry["phases"] = phases[runs.index(entry["seconds"])] if entry["seconds"] in runs else phases[0]
-                if task.get("profile"):
+                if task.get("profile") and name == "tru":
                     entry["profile"] = profile_run(config, data, original)
+            for key, value in saved.items():
+                config[key] = value
             if judge is not None:
                 entry.update(_quality(judge.metrics(model)))
             row["methods"][name] = entry
@@ -280,7 +365,7 @@ def _sisa_available():
     return True
 
 
-MEASURES = {"load": measure_load, "train": measure_train, "unlearn": measure_unlearn}
+MEASURES = {"load": measure_load, "train": measure_train, "unlearn": measure_unlearn, "step": measure_step}
 
 
 def run_one(task, out_dir, inline=False):
@@ -309,16 +394,18 @@ def plan_unlearn(args):
     tasks = []
     for size in args.sizes:
         for model in args.models:
-            forgets = [{"forget": args.fixed_forget, "retrain": True, "methods": args.methods}]
+            fixed = [m for m in args.methods if m != "sisa" or size in args.sisa_sizes]
+            forgets = [{"forget": args.fixed_forget, "retrain": True, "methods": fixed}]
             if size == args.sweep_size:
                 for f in args.forget_sweep:
                     if f == args.fixed_forget:
                         continue
                     forgets.append({"forget": f, "retrain": isinstance(f, float) and args.retrain_share,
-                                    "methods": args.methods})
+                                    "methods": [m for m in args.sweep_methods if m in args.methods]})
             tasks.append({"kind": "unlearn", "size": size, "model": model, "forgets": forgets,
                           "repeats": args.repeats, "config": args.train_config, "profile": args.profile,
-                          "cache": args.cache and str(Path(args.cache).resolve()), "restrict": args.restrict})
+                          "cache": args.cache and str(Path(args.cache).resolve()), "restrict": args.restrict,
+                          "variants": args.variants})
     return tasks
 
 
@@ -332,7 +419,7 @@ def run(args):
                            "train_epochs": args.train_epochs, "fixed_forget": args.fixed_forget,
                            "forget_sweep": args.forget_sweep, "sweep_size": args.sweep_size,
                            "config": args.train_config},
-              "data": {}, "load": [], "train": [], "unlearn": [], "seconds": {}}
+              "data": {}, "load": [], "train": [], "step": [], "unlearn": [], "seconds": {}}
     start_all = time.perf_counter()
     for size in args.sizes:
         folder, seconds = ensure_data(size, args.data)
@@ -359,12 +446,21 @@ def run(args):
                 print("train", size, model, round(row["seconds_per_epoch"], 2), "s/epoch", flush=True)
                 report["train"].append(row)
         report["seconds"]["train"] = time.perf_counter() - start
+    if "step" in args.bench:
+        start = time.perf_counter()
+        for size in args.sizes:
+            row = {"size": size, **run_one({"kind": "step", "size": size, "data": str(args.data), "repeats": max(args.repeats, 5),
+                                            "config": args.train_config}, runs, args.inline)}
+            print("step", size, {k: v for k, v in row.items() if "step" in k or "check" in k}, flush=True)
+            report["step"].append(row)
+        report["seconds"]["step"] = time.perf_counter() - start
     if "unlearn" in args.bench:
         start = time.perf_counter()
         for task in plan_unlearn(args):
             task["data"] = str(args.data)
             t0 = time.perf_counter()
-            row = {"size": task["size"], "model": task["model"], **run_one(task, runs, args.inline)}
+            row = {"size": task["size"], "model": task["model"], "epochs": args.epochs,
+                   "stopping_step": args.stopping_step, **run_one(task, runs, args.inline)}
             row["process_seconds"] = time.perf_counter() - t0
             print("unlearn", task["size"], task["model"],
                   {f["n_forget"]: {m: (None if v["seconds"] is None else round(v["seconds"], 2))
@@ -390,10 +486,11 @@ def fmt(x, digits=2):
 
 
 def markdown(report):
+    commands = report.get("commands") or [(report["command"], report["seconds"]["total"])]
     lines = ["All data sets are SYNTHETIC, with the user/item/interaction counts of Amazon Baby, Sports "
              "and Clothing (`python -m recbole_tru.data.builders synthetic`).", "",
-             f"Machine: {report['machine']}. Command: `{report['command']}`. "
-             f"Wall time: {report['seconds']['total'] / 60:.1f} min.", ""]
+             f"Machine: {report['machine']}. Commands (wall time):", ""]
+    lines += [f"* `{c}` ({t / 60:.1f} min)" for c, t in commands] + [""]
     if report["load"]:
         lines += ["### Feature files: text parse vs binary cache", "",
                   "| data set | file | MB (text) | text read s (median) | first cached read s (parse + write) | "
@@ -415,6 +512,19 @@ def markdown(report):
             lines.append(f"| synthetic-{r['size']} | {r['n_train']:,} | {r['model']} | {fmt(r['seconds_per_epoch'])} | "
                          f"{fmt(r['valid_seconds'])} | {r['peak_rss_mb']:.0f} |")
         lines.append("")
+    if report.get("step"):
+        lines += ["### MMGCN step costs (restricted propagation)", "",
+                  "A TRU-like step: 256 forget pairs + 256 retained pairs of the same users (negatives uniform), "
+                  "dense layers frozen as in TRU; forward + backward, median seconds. `plan` = nodes computed per "
+                  "layer (L-hop neighbourhood ... batch nodes) and its cost relative to the full propagation. "
+                  "Check = full-sort scores of 1,000 users after a parameter change. Train step = one 2048 batch.", "",
+                  "| data set | nodes | plan (nodes per layer) | plan cost | TRU step restricted s | TRU step full s | "
+                  "check s | train step s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in report["step"]:
+            lines.append(f"| synthetic-{r['size']} | {r['n_nodes']:,} | {' / '.join(f'{n:,}' for n in r['plan_nodes'])} | "
+                         f"{fmt(r['plan_cost'])} | {fmt(r['tru_step_restricted'], 3)} | {fmt(r['tru_step_full'], 3)} | "
+                         f"{fmt(r['check_1000_users'], 3)} | {fmt(r['train_step'], 3)} |")
+        lines.append("")
     if report["unlearn"]:
         s = report["settings"]
         lines += ["### Unlearning time", "",
@@ -433,33 +543,43 @@ def markdown(report):
                     lines.append(f"| synthetic-{r['size']} | {r['model']} | {f['n_forget']:,} | {name} | {fmt(m.get('seconds'))} | "
                                  f"{fmt(speed, 1)} | {fmt(m.get('test_ndcg@20'), 4)} | {fmt(m.get('forget_recall@20'), 4)} | {note or ''} |")
             lines.append(f"| synthetic-{r['size']} | {r['model']} | | original training | {fmt(r['original']['seconds'])} | | | | "
-                         f"{r['original']['epochs']} epochs, peak RSS {r['peak_rss_mb']:.0f} MB |")
+                         f"{r['original']['epochs']} epochs (max {r.get('epochs')}, stopping step {r.get('stopping_step')}), "
+                         f"peak RSS {r['peak_rss_mb']:.0f} MB |")
         lines += [""] + growth_lines(report) + phase_lines(report)
     return "\n".join(lines) + "\n"
 
 
-def fixed_rows(report, model):
+def series(report):
+    """(model, max epochs) of the unlearning cells: a curve joins cells of the same budget."""
+    return sorted({(r["model"], r.get("epochs")) for r in report["unlearn"]}, key=str)
+
+
+def series_label(model, epochs):
+    return f"{model}, <= {epochs} epochs"
+
+
+def fixed_rows(report, model, epochs=None):
     """[(size, n_train, {method: seconds})] of the fixed-size request, in size order."""
     out = []
     for r in report["unlearn"]:
-        if r["model"] == model and r["forget"]:
+        if r["model"] == model and r.get("epochs") == epochs and r["forget"]:
             f = r["forget"][0]
             out.append((r["size"], r["n_train"], {k: v.get("seconds") for k, v in f["methods"].items()}))
     return out
 
 
 def growth_lines(report):
-    models = sorted({r["model"] for r in report["unlearn"]})
     lines = [f"Growth from the smallest to the largest data size at |D_f| = {report['settings']['fixed_forget']:,} "
              "(ratio of seconds):", "", "| model | data growth (train interactions) | method | growth |", "| --- | --- | --- | --- |"]
-    for model in models:
-        rows = fixed_rows(report, model)
+    for model, epochs in series(report):
+        rows = fixed_rows(report, model, epochs)
         if len(rows) < 2:
             continue
         (s0, n0, m0), (s1, n1, m1) = rows[0], rows[-1]
         for name in m0:
             if m0.get(name) and m1.get(name):
-                lines.append(f"| {model} | {s0} -> {s1}: x{n1 / n0:.2f} | {name} | x{m1[name] / m0[name]:.2f} |")
+                lines.append(f"| {series_label(model, epochs)} | {s0} -> {s1}: x{n1 / n0:.2f} | {name} | "
+                             f"x{m1[name] / m0[name]:.2f} |")
     return lines + [""]
 
 
@@ -471,18 +591,18 @@ def phase_lines(report):
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["unlearn"]:
         for f in r["forget"]:
-            m = f["methods"].get("tru") or {}
-            p = m.get("phases")
-            if not p:
-                continue
-            lines.append(f"| synthetic-{r['size']} | {r['model']} | {f['n_forget']:,} | {fmt(m['seconds'])} | "
-                         f"{fmt(p.get('reset'))} | {fmt(p.get('checks'))} ({m.get('checks')}) | "
-                         f"{fmt(p.get('targeted_steps'))} ({m.get('steps')}) | {fmt(p.get('repair_epochs'))} | "
-                         f"{m.get('stop_reason', '')} |")
+            for name, m in f["methods"].items():
+                p = m.get("phases")
+                if not p or not name.startswith("tru"):
+                    continue
+                lines.append(f"| synthetic-{r['size']} | {r['model']} | {f['n_forget']:,} {'' if name == 'tru' else name} | {fmt(m['seconds'])} | "
+                             f"{fmt(p.get('reset'))} | {fmt(p.get('checks'))} ({m.get('checks')}) | "
+                             f"{fmt(p.get('targeted_steps'))} ({m.get('steps')}) | {fmt(p.get('repair_epochs'))} | "
+                             f"{m.get('stop_reason', '')} |")
     return lines + [""]
 
 
-def plot(report, out):
+def plot(report, out, tag=""):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -503,28 +623,31 @@ def plot(report, out):
         axes[0].legend()
         fig.suptitle("Training cost on SYNTHETIC data at Amazon sizes")
         fig.tight_layout()
-        fig.savefig(out / "scale_train.png", dpi=110)
+        fig.savefig(out / f"scale{tag}_train.png", dpi=110)
         plt.close(fig)
     if report["unlearn"]:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         styles = {"retrain": "k", "tru": "tab:green", "reverse": "tab:red", "finetune": "tab:blue", "sisa": "tab:purple"}
         markers = {"VBPR": "o", "MMGCN": "s"}
-        for model in sorted({r["model"] for r in report["unlearn"]}):
-            rows = fixed_rows(report, model)
+        for model, epochs in series(report):
+            rows = fixed_rows(report, model, epochs)
+            dashed = "--" if epochs != report["settings"]["epochs"] else "-"
             for name in styles:
                 pts = [(n, m[name]) for _, n, m in rows if m.get(name)]
                 if pts:
-                    axes[0].plot(*zip(*pts), "-" + markers.get(model, "o"), color=styles[name], label=f"{name} ({model})",
-                                 alpha=1.0 if name in ("tru", "retrain") else 0.5)
-            sweep = [r for r in report["unlearn"] if r["model"] == model and r["size"] == report["settings"]["sweep_size"]]
+                    axes[0].plot(*zip(*pts), dashed + markers.get(model, "o"), color=styles[name],
+                                 label=f"{name} ({series_label(model, epochs)})",
+                                 alpha=1.0 if name in ("tru", "retrain") else 0.45)
+            sweep = [r for r in report["unlearn"] if r["model"] == model and r.get("epochs") == epochs
+                     and r["size"] == report["settings"]["sweep_size"]]
             for r in sweep:
                 for name in styles:
                     pts = sorted((f["n_forget"], f["methods"][name]["seconds"]) for f in r["forget"]
                                  if f["methods"].get(name, {}).get("seconds"))
                     if pts:
                         axes[1].plot(*zip(*pts), ("-" if name != "retrain" else ":") + markers.get(model, "o"),
-                                     color=styles[name], label=f"{name} ({model})",
-                                     alpha=1.0 if name in ("tru", "retrain") else 0.5)
+                                     color=styles[name], label=f"{name} ({series_label(model, epochs)})",
+                                     alpha=1.0 if name in ("tru", "retrain") else 0.45)
         axes[0].set_xlabel("training interactions (synthetic Baby / Sports / Clothing sizes)")
         axes[0].set_title(f"vs data size, |D_f| = {report['settings']['fixed_forget']:,}")
         axes[1].set_xlabel("|D_f| (forgotten interactions)")
@@ -534,10 +657,11 @@ def plot(report, out):
             ax.set_yscale("log")
             ax.grid(alpha=0.3, which="both")
         axes[1].set_xscale("log")
-        axes[0].legend(fontsize=7, ncol=2)
+        axes[0].legend(fontsize=6, ncol=2)
+        axes[1].legend(fontsize=6, ncol=2)
         fig.suptitle("Unlearning time on SYNTHETIC data (retrain: same stopping rule as the original)")
         fig.tight_layout()
-        fig.savefig(out / "scale_unlearn.png", dpi=110)
+        fig.savefig(out / f"scale{tag}_unlearn.png", dpi=110)
         plt.close(fig)
 
 
@@ -546,8 +670,23 @@ def write_report(report, out, tag=""):
     stem = f"scale{tag}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=float))
     (out / f"{stem}.md").write_text(markdown(report))
-    plot(report, out)
+    plot(report, out, tag)
     print(markdown(report))
+
+
+def merge(paths):
+    """One report from several ``scale*.json`` (e.g. parts run with different budgets)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    report = {**parts[0], "commands": [], "load": [], "train": [], "step": [], "unlearn": [], "data": {}}
+    for part in parts:
+        report["commands"].append((part["command"], part["seconds"]["total"]))
+        for key in ("load", "train", "step", "unlearn"):
+            report[key] += part.get(key, [])
+        report["data"].update(part["data"])
+    report["seconds"] = {"total": sum(t for _, t in report["commands"])}
+    order = {s: k for k, s in enumerate(("tiny",) + SIZES)}
+    report["unlearn"].sort(key=lambda r: (r["model"], order.get(r["size"], 99)))
+    return report
 
 
 # ------------------------------------------------------------------------------ command line
@@ -555,11 +694,14 @@ def write_report(report, out, tag=""):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bench", default="load,train,unlearn", help="load, train and/or unlearn")
+    parser.add_argument("--bench", default="load,train,step,unlearn", help="load, train, step and/or unlearn")
     parser.add_argument("--sizes", default=",".join(SIZES), help="synthetic sizes: tiny, baby, sports, clothing")
     parser.add_argument("--models", default="VBPR,MMGCN", help="backbones of the unlearning benchmark")
     parser.add_argument("--train-models", default=",".join(TRAIN_MODELS), help="models of the training benchmark")
     parser.add_argument("--methods", default="tru,reverse,finetune,sisa", help="approximate methods (retrain is always run)")
+    parser.add_argument("--sisa-sizes", default="baby",
+                        help="sizes where sisa runs (fixed-size request only; its K shard models are trained first)")
+    parser.add_argument("--sweep-methods", default="tru,reverse,finetune", help="methods of the forget-size sweep")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="parent folder of the synthetic data sets")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--tag", default="", help="suffix of the output file names (scale<tag>.md, ...)")
@@ -579,10 +721,17 @@ def main(argv=None):
                              "training time is the one recorded when they were trained); default: train fresh")
     parser.add_argument("--no-restrict", dest="restrict", action="store_false",
                         help="MMGCN: always propagate the full graph (to measure the restricted fast path)")
+    parser.add_argument("--variants", default="{}",
+                        help='JSON {"tru[name]": {config overrides}}: extra method variants, run where retrain runs')
     parser.add_argument("--profile", action="store_true", help="add one cProfile'd TRU run per cell to the JSON")
     parser.add_argument("--inline", action="store_true", help="measure in this process (smoke tests)")
+    parser.add_argument("--merge", nargs="+", help="merge these scale*.json into one report (no measuring)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.merge:
+        report = merge(args.merge)
+        write_report(report, Path(args.out), args.tag)
+        return report
     if args.one:
         task = json.loads(args.one)
         print("RESULT " + json.dumps(MEASURES[task["kind"]](task), default=float), flush=True)
@@ -593,7 +742,10 @@ def main(argv=None):
     args.models = [m for m in args.models.split(",") if m]
     args.train_models = [m for m in args.train_models.split(",") if m]
     args.methods = [m for m in args.methods.split(",") if m]
+    args.sweep_methods = [m for m in args.sweep_methods.split(",") if m]
+    args.sisa_sizes = [m for m in args.sisa_sizes.split(",") if m]
     args.forget_sweep = parse_forget(args.forget_sweep)
+    args.variants = json.loads(args.variants)
     args.train_config = {"epochs": args.epochs, "stopping_step": args.stopping_step, **json.loads(args.config)}
     args.data = Path(args.data).resolve()
     return run(args)

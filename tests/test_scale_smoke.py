@@ -1,0 +1,199 @@
+"""The scale benchmark runs end to end at a tiny synthetic size (so it cannot rot), and the
+fast paths it relies on give the same results as the plain ones."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_tru.quick_start import build_model, load_data
+from recbole_tru.unlearn.data import user_item_csr
+from recbole_tru.unlearn.ranking import history_entries, pair_ranks, user_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"embedding_size": 8, "content_embedding_size": 8, "latent_dim": 8, "sisa_parallel": False,
+         "sisa_shards": 2, "train_batch_size": 512}
+
+
+def load_scale():
+    spec = importlib.util.spec_from_file_location("scale_benchmark", ROOT / "benchmarks" / "scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def scale():
+    return load_scale()
+
+
+def test_scale_benchmark_end_to_end_at_tiny_size(scale, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results"
+    report = scale.main(["--sizes", "tiny", "--bench", "load,train,step,unlearn", "--data", str(tmp_path / "data"), "--out", str(out), "--inline",
+                         "--models", "VBPR,MMGCN", "--train-models", "VBPR,LightGCN", "--methods", "tru,reverse",
+                         "--epochs", "2", "--repeats", "2", "--load-repeats", "1", "--train-epochs", "2",
+                         "--fixed-forget", "40", "--forget-sweep", "20,40", "--sweep-size", "tiny",
+                         "--variants", json.dumps({"tru[no repair]": {"tru_repair_epochs": 0}}),
+                         "--config", json.dumps(SMALL)])
+    for name in ("scale.json", "scale.md", "scale_train.png", "scale_unlearn.png"):
+        assert (out / name).is_file(), name
+    assert report["data"]["tiny"]["generated_seconds"] is not None
+    assert {r["file"] for r in report["load"]} == {"synthetic-tiny.imagelikefeat", "synthetic-tiny.textlikefeat"}
+    assert all(r["cached"]["seconds"] > 0 for r in report["load"])
+    assert [(r["model"], len(r["epoch_seconds"])) for r in report["train"]] == [("VBPR", 2), ("LightGCN", 2)]
+    (step,) = report["step"]
+    assert step["tru_step_full"] > 0 and step["plan_nodes"][-1] <= step["n_nodes"]
+    for row in report["unlearn"]:
+        fixed, sweep = row["forget"]
+        assert fixed["n_forget"] == 40 and sweep["n_forget"] == 20
+        assert fixed["methods"]["retrain"]["epochs"] <= 2
+        assert len(fixed["methods"]["tru"]["runs"]) == 2 and fixed["methods"]["tru"]["seconds"] > 0
+        assert "test_ndcg@20" in fixed["methods"]["tru"] and "retrain" not in sweep["methods"]
+        variant = fixed["methods"]["tru[no repair]"]
+        assert variant["config"] == {"tru_repair_epochs": 0} and "repair_epochs" not in variant["phases"]
+        assert "tru[no repair]" not in sweep["methods"]
+    text = (out / "scale.md").read_text()
+    assert "SYNTHETIC" in text and "| synthetic-tiny | VBPR | 40 | tru |" in text
+    merged = scale.main(["--merge", str(out / "scale.json"), str(out / "scale.json"), "--out", str(tmp_path / "m")])
+    assert len(merged["unlearn"]) == 2 * len(report["unlearn"]) and len(merged["commands"]) == 2
+    assert (tmp_path / "m" / "scale_unlearn.png").is_file()
+
+
+def test_measurements_run_in_their_own_process(scale, tmp_path):
+    from recbole_tru.data.builders.synthetic import build_synthetic
+
+    written = build_synthetic("tiny", tmp_path, log=lambda *a: None)
+    result = scale.run_one({"kind": "load", "path": str(written["textlike"]), "mode": "cached", "repeats": 2}, tmp_path)
+    assert len(result["all_seconds"]) == 2 and result["peak_rss_mb"] > 0
+    with pytest.raises(RuntimeError, match="load"):
+        scale.run_one({"kind": "load", "path": str(tmp_path / "missing"), "mode": "text", "repeats": 1}, tmp_path)
+
+
+def test_exact_forget_sizes(scale):
+    class Cfg(dict):
+        pass
+
+    for n_train in (1287, 128_633, 222_941):
+        config = Cfg()
+        assert scale._forget_config(config, n_train, 1000) == 1000
+        assert round(config["forget_share"] * n_train) == 1000
+
+
+# ------------------------------------------------------------------------------ fast paths
+
+@pytest.mark.parametrize("combination", ["concat", "add"])
+def test_mmgcn_restricted_propagation_equals_the_full_one(make_config, combination):
+    config = make_config("MMGCN", combination=combination, n_layers=2)
+    _, train, _, _ = load_data(config)
+    model = build_model(config, train.dataset)
+    model.RESTRICT_COST, model.RESTRICT_TARGETS = 10.0, 1.0      # always restrict
+    users, items = model.forward()
+    full = torch.cat([users, items])
+    nodes = np.array([3, 5, model.n_users + 4])
+    index, out = model.forward_nodes(nodes)
+    assert len(index) == 3
+    torch.testing.assert_close(out, full[index], rtol=1e-5, atol=1e-6)
+
+    batch = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6]), torch.tensor([7, 8, 9])
+
+    def scores_and_grads(share):
+        model.RESTRICT_COST = share
+        pos, neg = model.pair_scores(*batch)
+        loss = -torch.nn.functional.logsigmoid(pos - neg).sum()
+        return pos.detach(), torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+
+    pos_r, grads_r = scores_and_grads(1.0)
+    pos_f, grads_f = scores_and_grads(0.0)                      # never restrict: the full graph
+    torch.testing.assert_close(pos_r, pos_f, rtol=1e-5, atol=1e-6)
+    for g_r, g_f in zip(grads_r, grads_f):
+        assert (g_r is None) == (g_f is None)
+        if g_r is not None:
+            torch.testing.assert_close(g_r, g_f, rtol=1e-4, atol=1e-6)
+
+
+def test_mmgcn_restriction_is_skipped_for_large_neighbourhoods(make_config):
+    config = make_config("MMGCN")
+    _, train, _, _ = load_data(config)
+    model = build_model(config, train.dataset)
+    everyone = np.arange(1, model.n_users)
+    assert model.forward_nodes(everyone) is None                # the whole graph: full propagation
+
+
+def test_frozen_projection_is_computed_once_and_refreshed_on_change(make_config):
+    config = make_config("MMGCN")
+    _, train, _, _ = load_data(config)
+    model = build_model(config, train.dataset)
+    branch = model.branch["text"]
+    features = model.feature("text")
+    branch.project.requires_grad_(False)
+    calls = []
+    branch.project.register_forward_hook(lambda *a: calls.append(1))
+    first = branch.item_inputs(features)
+    assert torch.equal(branch.item_inputs(features), first) and len(calls) == 1
+    with torch.no_grad():
+        branch.project.weight.mul_(2.0)                         # any in-place change
+    branch.item_inputs(features)
+    assert len(calls) == 2
+    branch.project.requires_grad_(True)
+    out = branch.item_inputs(features)
+    assert out.requires_grad and len(calls) == 3                # trainable: never memoised
+
+
+def test_vectorised_history_mask_matches_the_loop():
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 30, 400), rng.integers(1, 50, 400)
+    indptr, indices = user_item_csr(users, items, 31)
+    query = np.array([5, 0, 30, 5, 17])
+    rows, cols = history_entries((indptr, indices), query)
+    expected = [(r, c) for r, u in enumerate(query) for c in indices[indptr[u]:indptr[u + 1]]]
+    assert list(zip(rows.tolist(), cols.tolist())) == [(r, int(c)) for r, c in expected]
+    assert history_entries((indptr, indices), np.array([], dtype=np.int64))[0].size == 0
+
+
+@pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
+def test_pair_ranks_match_a_direct_count(make_config, name):
+    config = make_config(name)
+    _, train, _, _ = load_data(config)
+    model = build_model(config, train.dataset)
+    ds = train.dataset
+    u, i = ds.inter_feat["user_id"].numpy(), ds.inter_feat["item_id"].numpy()
+    history = user_item_csr(u[10:], i[10:], ds.user_num)
+    users, items = u[:10], i[:10]                                # not in the history
+    ranks = pair_ranks(model, users, items, history, chunk=3)
+    scores = user_scores(model, np.unique(users), history)
+    row = np.searchsorted(np.unique(users), users)
+    direct = [1 + int((scores[r] > scores[r, it]).sum()) for r, it in zip(row, items)]
+    assert ranks.tolist() == direct
+
+
+def test_vbpr_catalogue_side_is_reused_across_user_side_updates(make_config):
+    from recbole.data.interaction import Interaction
+
+    config = make_config("VBPR")
+    _, train, _, _ = load_data(config)
+    model = build_model(config, train.dataset).eval()
+    calls = []
+    item_side = model._item_side
+    model._item_side = lambda *a: calls.append(1) or item_side(*a)
+    users = torch.tensor([1, 2])
+
+    def full_sort():
+        return model.full_sort_predict(Interaction({"user_id": users})).view(2, -1)
+
+    def direct():
+        items = torch.arange(model.n_items)
+        (score,) = model.pair_scores(users.repeat_interleave(model.n_items), items.repeat(2))
+        return score.view(2, -1)
+
+    with torch.no_grad():
+        full_sort()
+        model.user_embedding.weight[1] += 1.0                   # a user-side step
+        model.theta["text"].weight[2] -= 0.5
+        torch.testing.assert_close(full_sort(), direct(), rtol=1e-5, atol=1e-5)
+        assert len(calls) == 2                                  # once for full_sort, once for direct()
+        model.item_bias.weight[3] += 1.0                        # an item-side step: recomputed
+        torch.testing.assert_close(full_sort(), direct(), rtol=1e-5, atol=1e-5)
+        assert len(calls) == 4
