@@ -9,6 +9,7 @@ from recbole.data.dataset import Dataset
 from recbole.data.utils import create_dataset as recbole_create_dataset
 from recbole.utils import ModelType
 
+from recbole_tru.data.atomic import check_atomic_file
 from recbole_tru.data.features import FeatureFileError, align_to_items, feature_file_path, read_feature_file
 
 
@@ -16,6 +17,13 @@ class MultimodalDataset(Dataset):
     """RecBole ``Dataset`` + ``item_features``: ``{modality: FloatTensor [n_items, dim]}``
     aligned to internal item ids (row 0 = padding = zeros). Copies made by ``build()`` and
     ``copy()`` share the same tensors."""
+
+    def _load_feat(self, filepath, source):
+        """RecBole's reader, after a check that names the file and line of a malformed row
+        (RecBole would cut or mean-fill it silently, or fail without naming it)."""
+        check_atomic_file(filepath, self.config["field_separator"] or "\t", self.config["seq_separator"] or " ",
+                          self.config["encoding"] or "utf-8")
+        return super()._load_feat(filepath, source)
 
     def _data_filtering(self):
         self.raw_item_tokens = self._item_tokens()
