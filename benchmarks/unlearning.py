@@ -29,7 +29,7 @@ from recbole_tru.unlearn.data import UnlearnData  # noqa: E402
 from recbole_tru.unlearn.evaluation import Judge  # noqa: E402
 from recbole_tru.unlearn.forget import select_forget  # noqa: E402
 
-METHODS = ("retrain", "finetune", "gradascent", "reverse", "tru")
+METHODS = ("retrain", "finetune", "gradascent", "reverse", "tru", "sisa")
 CURVE_METHODS = ("tru", "reverse", "finetune")
 ABLATIONS = {
     "TRU (all parts)": {},
@@ -44,7 +44,8 @@ ABLATIONS = {
 
 def cell_config(model, regime, out, extra):
     return {"unlearn": ",".join(METHODS), "forget_regime": regime, "unlearn_trajectory": True,
-            "output_dir": str(out), "state": "WARNING", "show_progress": False, **extra}
+            "output_dir": str(out), "state": "WARNING", "show_progress": False,
+            "sisa_parallel": False, **extra}   # SISA's shards one after another: every method timed in one process
 
 
 def run_cell(model, regime, out, extra, dataset):
