@@ -2,7 +2,6 @@
 
 All take ``pos`` = s_ui and ``neg`` = s_uj, float tensors of shape [B].
 """
-import torch
 import torch.nn.functional as F
 
 

@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny synthetic multimodal data set in RecBole atomic files, and configs
 that never read pytest's own command line."""
+import os
+
 import numpy as np
 import pytest
 
@@ -55,8 +57,23 @@ def make_config(tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     def make(model="VBPR", **overrides):
-        params = {**TINY_CONFIG, "data_path": str(tiny_root), "checkpoint_dir": str(tmp_path / "saved"),
-                  "output_dir": str(tmp_path / "outputs"), **overrides}
-        return Config(model=model, dataset=TINY, config_dict=params, read_cmd_line=False)
+        return tiny_config(tiny_root, model, tmp_path, **overrides)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def workdir(request, tmp_path_factory):
+    """A module-wide working directory (RecBole writes log/, log_tensorboard/ and saved/ in cwd)."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1] + "_cwd")
+    old = os.getcwd()
+    os.chdir(path)
+    yield path
+    os.chdir(old)
+
+
+def tiny_config(root, model, workdir, dataset=TINY, **overrides):
+    """A Config on a tiny data set under ``root`` whose checkpoints and outputs go to ``workdir``."""
+    params = {**TINY_CONFIG, "data_path": str(root), "checkpoint_dir": str(workdir / "saved"),
+              "output_dir": str(workdir / "outputs"), **overrides}
+    return Config(model=model, dataset=dataset, config_dict=params, read_cmd_line=False)

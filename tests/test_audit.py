@@ -2,19 +2,17 @@
 (fit and evaluation disjoint, with a memorising attack that a leak would expose), determinism,
 the interaction attack on an original vs a retrained model, the user-level attack, and the
 held-out users."""
-import os
 
 import numpy as np
 import pytest
 
-from conftest import TINY_CONFIG, write_tiny_dataset
+from conftest import tiny_config, write_tiny_dataset
 from recbole_tru.audit import Audit, hold_out_users, split_loaders
 from recbole_tru.audit.attacks import (ATTACKS, Attack, LogisticAttack, ThresholdAttack, as_matrix,
                                        make_attack)
 from recbole_tru.audit.features import OUTPUT_FEATURES, csr, pair_features
 from recbole_tru.audit.interaction import (PAIR, SUITE, AttackSpec, InteractionAudit, Pairs, PairSets,
                                            check_disjoint, known_pairs, sample_unseen, suite_from)
-from recbole_tru.config import Config
 from recbole_tru.quick_start import fit, load_data, quiet_logging
 from recbole_tru.unlearn.data import UnlearnData, with_overrides
 from recbole_tru.unlearn.forget import select_forget
@@ -152,21 +150,11 @@ def root(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("audit_cwd")
-    old = os.getcwd()
-    os.chdir(path)
-    yield path
-    os.chdir(old)
-
-
 def make_config(root, workdir, **overrides):
     # embedding 32 and 40 epochs without early stopping: enough capacity to memorise
-    params = {**TINY_CONFIG, "data_path": str(root), "checkpoint_dir": str(workdir / "saved"),
-              "output_dir": str(workdir / "outputs"), "epochs": 40, "stopping_step": 1000,
-              "learning_rate": 0.01, "embedding_size": 32, "forget_share": 0.2, **overrides}
-    return Config(model="VBPR", dataset=DATASET, config_dict=params, read_cmd_line=False)
+    return tiny_config(root, "VBPR", workdir, dataset=DATASET, **{
+        "epochs": 40, "stopping_step": 1000, "learning_rate": 0.01, "embedding_size": 32, "forget_share": 0.2,
+        **overrides})
 
 
 class Scenario:

@@ -2,7 +2,6 @@
 the same forget set, metrics, audit and unlearned checkpoint (tensor by tensor) when applying a
 deletion request, twice in a row. Byte-identical checkpoint files are an open point (xfail)."""
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,6 @@ def assert_same_tensors(a, b):
     assert set(a) == set(b)
     for name in a:
         assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("determinism_cwd")
-    old = os.getcwd()
-    os.chdir(path)
-    yield path
-    os.chdir(old)
 
 
 @pytest.mark.parametrize("model", ["VBPR", "MMGCN"])

@@ -4,14 +4,12 @@ from its seed and from its saved ``forget.inter``, and ``UnlearnData`` removes e
 edge from what a model reads (retained interactions, the graph, negative sampling, history
 masks, held-out rows of deleted users)."""
 import logging
-import os
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, TINY_CONFIG
-from recbole_tru.config import Config
+from conftest import tiny_config
 from recbole_tru.quick_start import build_model, load_data
 from recbole_tru.unlearn import pipeline
 from recbole_tru.unlearn.data import UnlearnData, with_overrides
@@ -22,22 +20,6 @@ HEADER = ("user_id:token", "item_id:token")
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A module-wide cwd (RecBole writes log/, log_tensorboard/ and saved/ in cwd)."""
-    path = tmp_path_factory.mktemp("forget_cwd")
-    old = os.getcwd()
-    os.chdir(path)
-    yield path
-    os.chdir(old)
-
-
-def tiny_config(root, model, workdir, dataset=TINY, **overrides):
-    params = {**TINY_CONFIG, "data_path": str(root), "checkpoint_dir": str(workdir / "saved"),
-              "output_dir": str(workdir / "outputs"), **overrides}
-    return Config(model=model, dataset=dataset, config_dict=params, read_cmd_line=False)
-
 
 class Tiny:
     """The tiny data set's splits, loaded once for the module."""

@@ -2,7 +2,6 @@
 deleted data (the others stay bit-identical) and a retrained shard is exactly a fresh fit on
 its retained rows; the ensemble averages its submodels and works with the judge; Ray tasks
 give the same shards as training in-process."""
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,7 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from conftest import TINY, TINY_CONFIG
-from recbole_tru.config import Config
+from conftest import TINY, TINY_CONFIG, tiny_config
 from recbole_tru.quick_start import build_model, load_data
 from recbole_tru.unlearn import pipeline
 from recbole_tru.unlearn.data import UnlearnData
@@ -21,21 +19,10 @@ from recbole_tru.unlearn.ranking import user_scores
 from recbole_tru.unlearn.sisa import SISAEnsemble, SISATrainer, assign_shards, train_shard
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sisa_cwd")
-    old = os.getcwd()
-    os.chdir(path)
-    yield path
-    os.chdir(old)
-
-
 def sisa_config(root, workdir, model="VBPR", **overrides):
-    params = {**TINY_CONFIG, "data_path": str(root), "checkpoint_dir": str(workdir / "saved"),
-              "output_dir": str(workdir / "outputs"), "forget_regime": "user", "forget_share": 0.05,
-              "sisa_shards": 4, "sisa_split": "user", "sisa_parallel": False, "unlearn_cache": False,
-              **overrides}
-    return Config(model=model, dataset=TINY, config_dict=params, read_cmd_line=False)
+    return tiny_config(root, model, workdir, **{
+        "forget_regime": "user", "forget_share": 0.05, "sisa_shards": 4, "sisa_split": "user", "sisa_parallel": False,
+        "unlearn_cache": False, **overrides})
 
 
 def make_trainer(config):

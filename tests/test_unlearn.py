@@ -3,7 +3,6 @@ repair budget and isolation, determinism, the judge's forget metric, and every m
 plugin backbone and on a RecBole model."""
 import itertools
 import math
-import os
 
 import numpy as np
 import pytest
@@ -11,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import ks_2samp
 
-from conftest import TINY, TINY_CONFIG, write_tiny_dataset
-from recbole_tru.config import Config
+from conftest import tiny_config, write_tiny_dataset
 from recbole_tru.losses import bpr_loss, reverse_bpr_loss
 from recbole_tru.quick_start import build_model, fit, load_data
 from recbole_tru.registry import get_unlearn_trainer
@@ -27,22 +25,6 @@ UID, IID, NEG = "user_id", "item_id", "neg_item_id"
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A module-wide cwd (RecBole writes log/, log_tensorboard/ and saved/ in cwd)."""
-    path = tmp_path_factory.mktemp("unlearn_cwd")
-    old = os.getcwd()
-    os.chdir(path)
-    yield path
-    os.chdir(old)
-
-
-def tiny_config(root, model, workdir, dataset=TINY, **overrides):
-    params = {**TINY_CONFIG, "data_path": str(root), "checkpoint_dir": str(workdir / "saved"),
-              "output_dir": str(workdir / "outputs"), **overrides}
-    return Config(model=model, dataset=dataset, config_dict=params, read_cmd_line=False)
-
 
 class Trained:
     """Splits and an original model trained once (2 epochs) per backbone."""

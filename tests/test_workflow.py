@@ -86,16 +86,6 @@ class Splits:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A module-wide cwd (RecBole writes log/ and log_tensorboard/ in cwd)."""
-    path = tmp_path_factory.mktemp("workflow_cwd")
-    old = os.getcwd()
-    os.chdir(path)
-    yield path
-    os.chdir(old)
-
-
-@pytest.fixture(scope="module")
 def checkpoints(tiny_root, workdir):
     """``checkpoints(model)``: one trained checkpoint per backbone, made once."""
     made = {}
