@@ -85,7 +85,14 @@ def save_checkpoint(path, model, meta):
     """Write ``model``'s parameters and persistent buffers with ``meta`` to a new file."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"state_dict": state, "meta": _plain(meta)}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp):
+        # into an open file: given a path, torch names the zip's root folder after the (random)
+        # temporary name, and equal tensors would give different bytes
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+
+    return atomic_write(path, write)
 
 
 def read_checkpoint(path):

@@ -1,6 +1,6 @@
 """Determinism: the same command with the same seed gives the same checkpoint when training, and
 the same forget set, metrics, audit and unlearned checkpoint (tensor by tensor) when applying a
-deletion request, twice in a row. Byte-identical checkpoint files are an open point (xfail)."""
+deletion request, twice in a row. Equal runs give byte-identical checkpoint files."""
 import json
 from pathlib import Path
 
@@ -50,7 +50,7 @@ def test_the_same_request_twice_gives_identical_outputs(model, method, tiny_root
     for name in ("forget.inter", "forget_stats.json"):
         assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes(), name
     # the same metrics, audit, proof and input hashes (all but wall times, paths and the
-    # output file's hash: see the xfail test below)
+    # output file's hash, compared in the next test)
     on_disk = [json.loads((f / "report.json").read_text()) for f in folders]
     for report in on_disk:
         report["output"].pop("sha256")
@@ -62,9 +62,6 @@ def test_the_same_request_twice_gives_identical_outputs(model, method, tiny_root
     assert states[0]["meta"] == states[1]["meta"]
 
 
-@pytest.mark.xfail(strict=True, reason="checkpoint.save_checkpoint calls torch.save on the random temporary "
-                                       "path: torch names the zip's root folder after it, so equal tensors give "
-                                       "different bytes (fix: torch.save into an open file object)")
 def test_the_same_tensors_give_the_same_checkpoint_bytes(tiny_root, workdir):
     """The unlearned checkpoint's meta holds no time, so equal runs could give equal files."""
     checkpoint = train_checkpoint(tiny_root, workdir / "bytes-ckpt")
