@@ -120,7 +120,7 @@ def markdown(report):
         both = "yes" if tf < rf and tr < rr else ("tie on forget, yes on retain" if tf == rf and tr < rr else "no")
         verdict.append(f"| {cell['model']} | {cell['regime']} | {fmt(tf)} | {fmt(rf)} | {fmt(tr)} | {fmt(rr)} | {both} | "
                        f"{fmt(m['retrain']['seconds'] / max(m['tru']['seconds'], 1e-9), 1)} |")
-    lines += verdict
+    lines += verdict + [""] + audit_markdown(report)
     for model, ab in report.get("ablations", {}).items():
         lines += ["", f"Ablation, {model}, interaction regime (retrain: test NDCG@20 "
                   f"{fmt(ab['reference']['retain']['ndcg@20'])}, forget Recall@20 {fmt(ab['reference']['forget']['recall@20'])}):",
@@ -131,6 +131,29 @@ def markdown(report):
                          f"{fmt(r['gap_to_retrain']['retain']['ndcg@20'])} | {fmt(r['topk_overlap_with_retrain'], 3)} | "
                          f"{fmt(r['seconds'], 2)} |")
     return "\n".join(lines) + "\n"
+
+
+ATTACKS = ("logistic", "rank", "score", "margin", "delta", "shadow")
+
+
+def audit_markdown(report):
+    """Membership-inference AUC (forget pairs vs unseen pairs) of every model, each attack, and
+    the headline (logistic) AUC's distance to the retrained model's."""
+    lines = ["Membership inference, AUC of forget pairs vs never-trained pairs (`mia_auc` = logistic attack on all "
+             "output features; abs diff = distance to retrain's; user-level = Zhang et al., deleted vs never-seen users):", "",
+             "| backbone | regime | model | mia_auc | abs diff to retrain | " + " | ".join(ATTACKS[1:]) + " | user-level |",
+             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in ATTACKS[1:]) + " | --- |"]
+    for cell in report["cells"]:
+        res = cell["results"]
+        target = res["methods"]["retrain"].get("mia_auc")
+        for name, r in [("original", res["original"])] + list(res["methods"].items()):
+            auc, mia = r.get("mia_auc"), r.get("mia") or {}
+            diff = None if auc is None or target is None else abs(auc - target)
+            attacks = " | ".join(fmt(mia.get(a, {}).get("auc") if isinstance(mia.get(a), dict) else mia.get(a), 3)
+                                 for a in ATTACKS[1:])
+            lines.append(f"| {cell['model']} | {cell['regime']} | {name} | {fmt(auc, 3)} | "
+                         f"{'' if name == 'retrain' else fmt(diff, 3)} | {attacks} | {fmt(r.get('mia_auc_user'), 3)} |")
+    return lines
 
 
 def plot(report, path):
@@ -176,8 +199,14 @@ def main(argv=None):
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--config", default="{}", help="JSON dict of extra config (e.g. for a smoke run)")
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--render", action="store_true", help="rewrite the .md and .png from <out>/unlearning.json")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.render:
+        report = json.loads((out / "unlearning.json").read_text())
+        (out / "unlearning.md").write_text(markdown(report))
+        plot(report, out / "unlearning_tradeoff.png")
+        return report
     out.mkdir(parents=True, exist_ok=True)
     runs = out / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"   # fresh cache: retraining is timed in this run
     extra = json.loads(args.config)
