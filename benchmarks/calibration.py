@@ -19,11 +19,12 @@ from unlearning import fmt, run_variants  # noqa: E402
 
 CALIBRATION_SEED = 1
 VARIANTS = {
-    "spec: KS stop (δ .05), lr .001": {"tru_stop_metric": "ks", "tru_stop_delta": 0.05, "tru_learning_rate": 0.001},
-    "KS stop (δ .05), lr .003": {"tru_stop_metric": "ks", "tru_stop_delta": 0.05},
-    "recall stop (δ .01), lr .003 = default": {},
+    "spec: KS stop (δ .05), lr .001, pooled matching": {"tru_stop_metric": "ks", "tru_stop_delta": 0.05,
+                                                       "tru_learning_rate": 0.001, "tru_match": "pooled"},
+    "KS stop (δ .05), lr .003, pooled matching": {"tru_stop_metric": "ks", "tru_stop_delta": 0.05, "tru_match": "pooled"},
+    "recall stop (δ .01), lr .003, pooled matching": {"tru_match": "pooled"},
+    "recall stop, per-user matching = default": {},
     "default, frozen reference": {"tru_reference": "frozen"},
-    "default, per-user matching": {"tru_match": "user"},
     "default, no repair": {"tru_repair_epochs": 0},
     "reverse (default E=5)": {"method": "reverse"},
 }

@@ -19,7 +19,7 @@ from recbole_tru.unlearn.capacity import describe
 from recbole_tru.unlearn.data import UnlearnData, with_overrides
 from recbole_tru.unlearn.evaluation import Judge
 from recbole_tru.unlearn.forget import select_forget
-from recbole_tru.unlearn.gate import GuardedStop, gate_weights, ks_distance, matched_targets
+from recbole_tru.unlearn.gate import GuardedStop, gate_weights, ks_distance, matched_targets, matched_targets_per_user
 
 UID, IID, NEG = "user_id", "item_id", "neg_item_id"
 
@@ -139,6 +139,26 @@ def test_matched_targets_interpolate_in_log_rank_for_unequal_sizes():
     # two forget ranks against four reference ranks: quantiles .25/.75 fall at positions 0.5 and 2.5
     targets = matched_targets([3, 1], [1, 4, 16, 64])
     np.testing.assert_allclose(targets, [math.exp((math.log(16) + math.log(64)) / 2), 2.0])
+
+
+def test_per_user_targets_match_each_user_to_its_own_reference():
+    # user 1 has 3 reference pairs: its forget pairs get its own order statistics
+    # user 2 has 1 (< 3): its pair keeps the pooled target
+    forget_users, forget_ranks = [1, 2, 1], [5, 8, 2]
+    ref_users, ref_ranks = [1, 2, 1, 1], [100, 3, 10, 1000]
+    targets = matched_targets_per_user(forget_users, forget_ranks, ref_users, ref_ranks)
+    pooled = matched_targets(forget_ranks, ref_ranks)
+    own = matched_targets([5, 2], [100, 10, 1000])
+    np.testing.assert_allclose(targets, [own[0], pooled[1], own[1]])
+    # the vectorised form equals the per-user definition on random data (ties included)
+    rng = np.random.default_rng(3)
+    fu, fr = rng.integers(0, 12, 300), rng.integers(1, 40, 300)
+    ru, rr = rng.integers(0, 12, 200), rng.integers(1, 40, 200)
+    expected = matched_targets(fr, rr)
+    for user in np.unique(fu):
+        if (ru == user).sum() >= 3:
+            expected[fu == user] = matched_targets(fr[fu == user], rr[ru == user])
+    np.testing.assert_allclose(matched_targets_per_user(fu, fr, ru, rr), expected, rtol=1e-12)
 
 
 def test_gate_weights_zero_at_or_below_target_and_growing_above():

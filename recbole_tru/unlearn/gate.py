@@ -30,17 +30,32 @@ def matched_targets(forget_ranks, reference_ranks):
 def matched_targets_per_user(forget_users, forget_ranks, reference_users, reference_ranks, min_reference=3):
     """:func:`matched_targets` within each user (a forget pair is matched to its own user's
     never-trained pairs); users with fewer than ``min_reference`` reference pairs are matched
-    to the pooled reference."""
+    to the pooled reference. Vectorised over users (no loop): one sort of each side."""
     forget_users, forget_ranks = np.asarray(forget_users), np.asarray(forget_ranks, dtype=np.float64)
     reference_users, reference_ranks = np.asarray(reference_users), np.asarray(reference_ranks, dtype=np.float64)
     targets = matched_targets(forget_ranks, reference_ranks)
-    order = np.argsort(reference_users, kind="stable")
-    ref_u, ref_r = reference_users[order], reference_ranks[order]
-    for user in np.unique(forget_users):
-        lo, hi = np.searchsorted(ref_u, user, "left"), np.searchsorted(ref_u, user, "right")
-        if hi - lo >= min_reference:
-            mine = np.flatnonzero(forget_users == user)
-            targets[mine] = matched_targets(forget_ranks[mine], ref_r[lo:hi])
+    if len(forget_ranks) == 0:
+        return targets
+    ref_order = np.lexsort((reference_ranks, reference_users))          # by user, then rank
+    ref_u, ref_log = reference_users[ref_order], np.log(reference_ranks[ref_order])
+    order = np.lexsort((np.arange(len(forget_ranks)), forget_ranks, forget_users))   # ties by position
+    users = forget_users[order]
+    first = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])        # start of each user's run
+    counts = np.diff(np.r_[first, len(users)])
+    within = np.arange(len(users)) - np.repeat(first, counts)
+    quantiles = (within + 0.5) / np.repeat(counts, counts)
+    lo, hi = np.searchsorted(ref_u, users, "left"), np.searchsorted(ref_u, users, "right")
+    m = hi - lo
+    own = m >= min_reference
+    if not own.any():
+        return targets
+    lo, m, quantiles = lo[own], m[own], quantiles[own]
+    positions = np.clip(quantiles * m - 0.5, 0, m - 1)                  # np.interp clips the same way
+    below = np.floor(positions).astype(np.int64)
+    above = np.minimum(below + 1, m - 1)
+    frac = positions - below
+    log_target = ref_log[lo + below] * (1 - frac) + ref_log[lo + above] * frac
+    targets[order[own]] = np.exp(log_target)
     return targets
 
 
