@@ -169,15 +169,14 @@ def test_pair_ranks_match_a_direct_count(make_config, name):
     assert ranks.tolist() == direct
 
 
-def test_vbpr_catalogue_side_is_reused_across_user_side_updates(make_config):
+def test_vbpr_catalogue_content_is_reused_across_user_and_item_id_updates(make_config):
+    """Full-sort scores stay exact while the content projection of the catalogue is computed
+    once, and again only after a content-side tensor changes."""
     from recbole.data.interaction import Interaction
 
     config = make_config("VBPR")
     _, train, _, _ = load_data(config)
     model = build_model(config, train.dataset).eval()
-    calls = []
-    item_side = model._item_side
-    model._item_side = lambda *a: calls.append(1) or item_side(*a)
     users = torch.tensor([1, 2])
 
     def full_sort():
@@ -190,10 +189,14 @@ def test_vbpr_catalogue_side_is_reused_across_user_side_updates(make_config):
 
     with torch.no_grad():
         full_sort()
-        model.user_embedding.weight[1] += 1.0                   # a user-side step
+        first = model._content_cache
+        model.user_embedding.weight[1] += 1.0                   # user-side steps
         model.theta["text"].weight[2] -= 0.5
         torch.testing.assert_close(full_sort(), direct(), rtol=1e-5, atol=1e-5)
-        assert len(calls) == 2                                  # once for full_sort, once for direct()
-        model.item_bias.weight[3] += 1.0                        # an item-side step: recomputed
+        model.item_bias.weight[3] += 1.0                        # item ID steps (TRU's deleted items)
+        model.item_embedding.weight[4] -= 0.5
         torch.testing.assert_close(full_sort(), direct(), rtol=1e-5, atol=1e-5)
-        assert len(calls) == 4
+        assert model._content_cache is first                    # not recomputed
+        model.projection["text"].weight[0, 0] += 0.1            # a content-side step: recomputed
+        torch.testing.assert_close(full_sort(), direct(), rtol=1e-5, atol=1e-5)
+        assert model._content_cache is not first

@@ -86,22 +86,37 @@ class VBPR(MultimodalRecommender):
             rows += [self.item_embedding(items), self.item_bias(items)]
         return l2_reg(*rows)
 
-    def _all_items(self):
-        """``_item_side()`` of every item, memoised in evaluation while no ITEM-side tensor
-        changes (user-side updates, e.g. TRU's routed steps, leave the 4096-d projection of
-        the catalogue valid). Keyed by the item-side parameters' in-place version counters."""
+    def _content_side(self):
+        """The catalogue's content part: ``E_m f_i^m`` stacked [n_items, M·K'] and
+        ``Σ_m β'_m·f_i^m`` [n_items]. In evaluation it is memoised while no content-side tensor
+        changes (keyed by their in-place version counters): the 4096-d projections are the costly
+        part of a full sort, and TRU's steps move user rows and item ID rows, not projections."""
+        def compute():
+            if not self.modalities:
+                empty = self.item_bias.weight[:, :0]
+                return empty, self.item_bias.weight.new_zeros(self.n_items)
+            feats = {m: self.feature(m) for m in self.modalities}
+            vectors = torch.cat([self.projection[m](feats[m]) for m in self.modalities], dim=-1)
+            offset = sum(self.feature_bias[m](feats[m]).squeeze(-1) for m in self.modalities)
+            return vectors, offset
+
         if self.training or torch.is_grad_enabled():
-            return self._item_side()
-        tensors = [self.item_embedding.weight, self.item_bias.weight]
+            return compute()
+        tensors = []
         for m in self.modalities:
             tensors += [self.projection[m].weight, self.feature_bias[m].weight, self.feature(m)]
         key = tuple((t.data_ptr(), t._version) for t in tensors)
-        cache = getattr(self, "_item_cache", None)
+        cache = getattr(self, "_content_cache", None)
         if cache is None or cache[0] != key:
-            self._item_cache = cache = (key, self._item_side())
+            self._content_cache = cache = (key, compute())
         return cache[1]
 
     def full_sort_predict(self, interaction):
-        item_vec, offset = self._all_items()
         users = interaction[self.USER_ID]
-        return (self._user_side(users) @ item_vec.T + offset).view(-1)
+        content, content_offset = self._content_side()
+        k = self.item_embedding.weight.shape[1]
+        user_vec = self._user_side(users)
+        scores = user_vec[:, :k] @ self.item_embedding.weight.T + self.item_bias.weight.squeeze(-1) + content_offset
+        if content.shape[1]:
+            scores = scores + user_vec[:, k:] @ content.T
+        return scores.view(-1)
