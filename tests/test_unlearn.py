@@ -591,3 +591,17 @@ def test_every_method_changes_the_model(trained, name, method):
     assert trainer.seconds > 0
     if method != "retrain":
         assert len(trainer.log) >= 1 and all(math.isfinite(r["loss"]) for r in trainer.log)
+
+
+def test_no_repair_when_the_guarded_stop_returns_the_unedited_state(trained):
+    """A stop met at the first check (delta above any distance) returns the state before any
+    targeted step; nothing was edited, so there is no repair and no parameter moves."""
+    base = trained("VBPR")
+    _, _, model, trainer = base.setup(forget_regime="interaction", tru_stop_delta=2.0, tru_reset=False,
+                                      tru_repair_epochs=2)
+    before = state(model)
+    trainer.unlearn()
+    assert trainer.step == 0 and trainer.stopper.best_check == 0
+    assert "no repair" in trainer.stop_reason
+    for name, tensor in state(model).items():
+        assert torch.equal(tensor, before[name]), name

@@ -25,7 +25,8 @@ Three coordinated interventions, then a repair, each switched by its own config 
 
 Repair (``tru_repair_epochs``): BPR on a sample of ``tru_repair_budget × |D_f|`` retained
 interactions from the neighbourhood of the targeted update (the users and items of the gated
-pairs), dense shared layers frozen unless ``tru_repair_dense``.
+pairs), dense shared layers frozen unless ``tru_repair_dense``. No repair when the guarded stop
+returns the state before any targeted step (nothing was edited).
 
 The targeted step minimises ``λ_f · mean(g · L_rev) + λ_r · L_bpr(retain batch)``, the retain
 batch drawn from the affected users' retained interactions. Routing is implemented with a
@@ -399,6 +400,12 @@ class TRUTrainer(UnlearnTrainer):
                 self.model.load_state_dict(self.stopper.best_state)
         self.stop_reason = reason
         self._unfreeze()
+        if self.option("stop") == "guarded" and self.stopper.best_check == 0:
+            # the returned state is the one before any targeted step (the first check already met
+            # the stop, or every step made it worse): nothing was edited, so nothing to repair
+            self.stop_reason = f"{reason}; returned the state before any targeted step, no repair"
+            self.phase = "done"
+            return
         self._start_repair()
 
     # ------------------------------------------------------------------ repair
