@@ -533,7 +533,9 @@ def test_tru_is_deterministic(trained, name):
     base = trained(name)
     results = []
     for _ in range(2):
-        _, _, model, trainer = base.setup(forget_regime="interaction", forget_share=0.1)
+        # every step taken (tru_stop: epochs): on tiny data the guarded stop may return the
+        # unedited model (tested on its own), which would make this test vacuous
+        _, _, model, trainer = base.setup(forget_regime="interaction", forget_share=0.1, tru_stop="epochs")
         np.random.rand(7), torch.rand(3)                      # global RNG state must not matter
         trainer.unlearn()
         results.append((state(model), [dict(c) for c in trainer.checks]))
@@ -572,7 +574,7 @@ def test_original_remembers_the_forget_set_more_than_retrain(tiny_root, workdir,
 
 METHODS = ("retrain", "finetune", "gradascent", "reverse", "tru")
 ONE_EPOCH = {"epochs": 1, "finetune_epochs": 1, "gradascent_epochs": 1, "reverse_epochs": 1,
-             "tru_epochs": 1, "tru_repair_epochs": 1}
+             "tru_epochs": 1, "tru_repair_epochs": 1, "tru_stop": "epochs"}   # TRU takes its steps
 
 
 @pytest.mark.parametrize("name", ["VBPR", "BPR"])
@@ -605,3 +607,20 @@ def test_no_repair_when_the_guarded_stop_returns_the_unedited_state(trained):
     assert "no repair" in trainer.stop_reason
     for name, tensor in state(model).items():
         assert torch.equal(tensor, before[name]), name
+
+
+def test_after_a_stop_at_the_first_check_only_reset_items_are_repaired(trained):
+    """Item regime, stop met at the first check: the reset re-drew the deleted items' ID rows, so
+    the repair covers those items' pairs only, with a budget proportional to their number."""
+    base = trained("VBPR")
+    _, data, _, trainer = base.setup(forget_regime="item", tru_stop_delta=2.0, tru_repair_budget=2)
+    trainer.unlearn()
+    f = data.forget
+    assert trainer.step == 0 and len(f.deleted_items) > 0
+    pairs = trainer.repair_pairs
+    assert np.isin(f.items[pairs], f.deleted_items).all()
+    rows = trainer.last_repair_rows
+    assert len(rows) == round(2 * len(pairs))
+    touched = np.isin(data.retain_users[rows], f.users[pairs]) | np.isin(data.retain_items[rows], f.items[pairs])
+    assert touched.all()
+    assert "reset item(s) only" in trainer.stop_reason

@@ -25,8 +25,9 @@ Three coordinated interventions, then a repair, each switched by its own config 
 
 Repair (``tru_repair_epochs``): BPR on a sample of ``tru_repair_budget × |D_f|`` retained
 interactions from the neighbourhood of the targeted update (the users and items of the gated
-pairs), dense shared layers frozen unless ``tru_repair_dense``. No repair when the guarded stop
-returns the state before any targeted step (nothing was edited).
+pairs), dense shared layers frozen unless ``tru_repair_dense``. When the guarded stop returns
+the state before any targeted step, only the reset edited the model: the repair then covers the
+reset items' pairs only (``tru_repair_budget`` × their number), or nothing.
 
 The targeted step minimises ``λ_f · mean(g · L_rev) + λ_r · L_bpr(retain batch)``, the retain
 batch drawn from the affected users' retained interactions. Routing is implemented with a
@@ -72,6 +73,7 @@ class TRUTrainer(UnlearnTrainer):
         self.weights[self.gated] = 1.0
         self.phase = "targeted"
         self.step = 0
+        self.repair_pairs = None                                   # None: the gated pairs, budget × |D_f|
         self.checks = []                                           # one record per gate check
         self.alphas = {}
         self.routed_rows = {}                                      # param name -> row mask
@@ -402,10 +404,16 @@ class TRUTrainer(UnlearnTrainer):
         self._unfreeze()
         if self.option("stop") == "guarded" and self.stopper.best_check == 0:
             # the returned state is the one before any targeted step (the first check already met
-            # the stop, or every step made it worse): nothing was edited, so nothing to repair
-            self.stop_reason = f"{reason}; returned the state before any targeted step, no repair"
-            self.phase = "done"
-            return
+            # the stop, or every step made it worse): only the reset edited the model, so the
+            # repair covers the reset items' pairs only (reset users are exact, as in the user regime)
+            reset_pairs = self.gated[self.item_pair[self.gated]] if self.option("reset") else self.gated[:0]
+            if len(reset_pairs) == 0:
+                self.stop_reason = f"{reason}; returned the state before any targeted step, no repair"
+                self.phase = "done"
+                return
+            self.stop_reason = (f"{reason}; returned the state before any targeted step, repair around "
+                                f"the {len(np.unique(self.data.forget.items[reset_pairs]))} reset item(s) only")
+            self.repair_pairs = reset_pairs
         self._start_repair()
 
     # ------------------------------------------------------------------ repair
@@ -423,8 +431,9 @@ class TRUTrainer(UnlearnTrainer):
         Pairs of fully deleted users are not gated (their rows are reset, exactly as retraining
         leaves them), so a request of whole users has no repair."""
         f = self.data.forget
-        rows = self.data.neighbourhood_rows(users=np.unique(f.users[self.gated]), items=np.unique(f.items[self.gated]))
-        n = int(round(float(self.option("repair_budget")) * len(f.rows)))
+        pairs = self.gated if self.repair_pairs is None else self.repair_pairs
+        rows = self.data.neighbourhood_rows(users=np.unique(f.users[pairs]), items=np.unique(f.items[pairs]))
+        n = int(round(float(self.option("repair_budget")) * (len(f.rows) if self.repair_pairs is None else len(pairs))))
         if len(rows) == 0 or n == 0:
             return np.zeros(0, dtype=np.int64)
         return self._rng.choice(rows, size=n, replace=n > len(rows))
