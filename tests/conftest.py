@@ -77,3 +77,21 @@ def tiny_config(root, model, workdir, dataset=TINY, **overrides):
     params = {**TINY_CONFIG, "data_path": str(root), "checkpoint_dir": str(workdir / "saved"),
               "output_dir": str(workdir / "outputs"), **overrides}
     return Config(model=model, dataset=dataset, config_dict=params, read_cmd_line=False)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray instance of 2 CPUs for the module (skips cleanly when Ray cannot start)."""
+    import ray
+
+    from recbole_tru.tune.cluster import init_kwargs
+
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        ray.init(**init_kwargs(num_cpus=2))
+    except Exception as err:  # noqa: BLE001 -- any reason Ray cannot start here
+        pytest.skip(f"Ray cannot start on this machine ({type(err).__name__}: {err})")
+    yield
+    ray.shutdown()

@@ -148,20 +148,6 @@ def test_ray_init_starts_locally_or_attaches_to_a_cluster():
     assert remote["runtime_env"]["py_modules"] == [str(PACKAGE_ROOT / "recbole_tru")]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    try:
-        ray.init(**init_kwargs(num_cpus=2))
-    except Exception as err:  # noqa: BLE001 -- any reason Ray cannot start here
-        pytest.skip(f"Ray cannot start on this machine ({type(err).__name__}: {err})")
-    yield
-    ray.shutdown()
-
 
 def sweep_dict(tiny_root, tmp_path, space, **overrides):
     return {**TINY_CONFIG, "data_path": str(tiny_root), "output_dir": str(tmp_path / "out"),

@@ -56,6 +56,7 @@ class UnlearnData:
         forget_inter = inter[torch.from_numpy(forget.rows)]
         forget_inter.update(Interaction({FORGET_PAIR: torch.arange(len(forget.rows))}))
         self.forget_dataset = train_dataset.copy(forget_inter)
+        self.original_valid_dataset = valid_dataset     # before the request (for models trained before it)
         self.valid_dataset = self._heldout(valid_dataset)
         self.test_dataset = self._heldout(test_dataset)
         self.n_users, self.n_items = train_dataset.user_num, train_dataset.item_num
