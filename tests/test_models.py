@@ -293,3 +293,28 @@ def test_full_sort_scores_are_fresh_after_a_step_and_a_reload(name, make_config)
     model.load_state_dict(initial)
     with torch.no_grad():
         torch.testing.assert_close(full_sort(model, users), before, rtol=0, atol=0)
+
+
+def test_mmgcn_gradients_are_bit_identical_with_several_threads(make_config):
+    """Rows of the propagated table are gathered with a deterministic backward: the same batch
+    gives bit-identical gradients twice with 2 threads (indexing's accumulate did not)."""
+    config = make_config("MMGCN")
+    _, train, _, _ = load_data(config)
+    model = build_model(config, train.dataset)
+    gen = torch.Generator().manual_seed(0)
+    users = torch.randint(1, model.n_users, (60000,), generator=gen)        # many repeated rows
+    items = torch.randint(1, model.n_items, (60000,), generator=gen)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = []
+        for _ in range(3):
+            model.zero_grad()
+            (pos,) = model.pair_scores(users, items)
+            pos.pow(2).sum().backward()
+            grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    finally:
+        torch.set_num_threads(threads)
+    for other in grads[1:]:
+        for name, grad in grads[0].items():
+            assert torch.equal(grad, other[name]), name

@@ -264,12 +264,15 @@ class MMGCN(MultimodalRecommender):
         (training batches at the field's sizes touch most of it)."""
         nodes = torch.cat([users] + [items + self.n_users for items in item_sets])
         restricted = self.forward_nodes(nodes.cpu().numpy())
+        # rows are gathered with F.embedding: its backward accumulates repeated rows in a fixed
+        # order, while indexing's backward (index_put_ with accumulate) sums them in a
+        # thread-dependent order on CPU, which made MMGCN's training differ from run to run
         if restricted is None:
             user_repr, item_repr = self.forward()
-            u = user_repr[users]
-            return tuple((u * item_repr[items]).sum(-1) for items in item_sets)
+            u = F.embedding(users, user_repr)
+            return tuple((u * F.embedding(items, item_repr)).sum(-1) for items in item_sets)
         index, out = restricted
-        row = lambda ids: out[torch.searchsorted(index.to(ids.device), ids)]
+        row = lambda ids: F.embedding(torch.searchsorted(index.to(ids.device), ids), out)
         u = row(users)
         return tuple((u * row(items + self.n_users)).sum(-1) for items in item_sets)
 
