@@ -20,6 +20,18 @@ from recbole.utils import InputType
 from recbole_tru.losses import bpr_loss
 
 
+def memoise(owner, slot, tensors, compute):
+    """``compute()``, kept in ``owner.<slot>`` while none of ``tensors`` changes: the key is
+    each tensor's storage, shape and in-place version counter, which optimizer steps,
+    in-place edits and ``load_state_dict`` advance, so a stale value is never served."""
+    key = tuple((t.data_ptr(), tuple(t.shape), t._version) for t in tensors)
+    cache = getattr(owner, slot, None)
+    if cache is None or cache[0] != key:
+        cache = (key, compute())
+        setattr(owner, slot, cache)
+    return cache[1]
+
+
 class MultimodalRecommender(GeneralRecommender):
     input_type = InputType.PAIRWISE
 
@@ -79,8 +91,4 @@ class MultimodalRecommender(GeneralRecommender):
         ``load_state_dict`` advance, so the cache can never serve stale parameters."""
         if self.training or torch.is_grad_enabled():
             return compute()
-        key = tuple(p._version for p in self.parameters())
-        cache = getattr(self, "_eval_cache", None)
-        if cache is None or cache[0] != key:
-            self._eval_cache = cache = (key, compute())
-        return cache[1]
+        return memoise(self, "_eval_cache", list(self.parameters()), compute)

@@ -28,7 +28,7 @@ from torch import nn
 from recbole.model.init import xavier_normal_initialization
 
 from recbole_tru.losses import l2_reg
-from recbole_tru.model.base import MultimodalRecommender
+from recbole_tru.model.base import MultimodalRecommender, memoise
 
 
 def mean_adjacency(dataset, n_users, n_items):
@@ -155,13 +155,12 @@ class GraphBranch(nn.Module):
         params = list(self.project.parameters())
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return F.normalize(self.project(features), dim=-1)
-        key = (features.data_ptr(), tuple(features.shape), features.device)
-        key += tuple((p.data_ptr(), p._version) for p in params)
-        cache = getattr(self, "_item_input_cache", None)
-        if cache is None or cache[0] != key:
+
+        def compute():
             with torch.no_grad():
-                self._item_input_cache = cache = (key, F.normalize(self.project(features), dim=-1))
-        return cache[1]
+                return F.normalize(self.project(features), dim=-1)
+
+        return memoise(self, "_item_input_cache", [features, *params], compute)
 
     def layer(self, k, h, x_self, id_rows):
         """Layer k's output (eqs. 5-6) from the aggregated neighbours ``h`` = LeakyReLU(mean

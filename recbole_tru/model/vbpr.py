@@ -20,7 +20,7 @@ from torch import nn
 from recbole.model.init import xavier_normal_initialization
 
 from recbole_tru.losses import l2_reg
-from recbole_tru.model.base import MultimodalRecommender
+from recbole_tru.model.base import MultimodalRecommender, memoise
 
 
 class VBPR(MultimodalRecommender):
@@ -52,18 +52,21 @@ class VBPR(MultimodalRecommender):
     def item_id_tables(self):
         return [("item_embedding.weight", 0), ("item_bias.weight", 0)]
 
-    def _item_side(self, items=None):
-        """Item vector [·, K + M·K'] (γ_i and E_m f_i^m stacked) and item offset [·]
-        (β_i + Σ_m β'_m·f_i^m) for ``items`` (all items when None)."""
-        if items is None:
-            vectors, offset = [self.item_embedding.weight], self.item_bias.weight.squeeze(-1)
-        else:
-            vectors, offset = [self.item_embedding(items)], self.item_bias(items).squeeze(-1)
+    def _content(self, items=None):
+        """The content part of ``items`` (all items when None): the modalities' ``E_m f_i^m``
+        (a list, one [·, K'] tensor per modality) and ``Σ_m β'_m·f_i^m`` (0 without modalities)."""
+        vectors, offset = [], 0
         for m in self.modalities:
             f = self.feature(m) if items is None else F.embedding(items, self.feature(m))
             vectors.append(self.projection[m](f))
             offset = offset + self.feature_bias[m](f).squeeze(-1)
-        return torch.cat(vectors, dim=-1), offset
+        return vectors, offset
+
+    def _item_side(self, items):
+        """Item vector [·, K + M·K'] (γ_i and E_m f_i^m stacked) and item offset [·]
+        (β_i + Σ_m β'_m·f_i^m) for ``items``."""
+        vectors, offset = self._content(items)
+        return torch.cat([self.item_embedding(items)] + vectors, dim=-1), self.item_bias(items).squeeze(-1) + offset
 
     def _user_side(self, users):
         return torch.cat([self.user_embedding(users)] + [self.theta[m](users) for m in self.modalities], dim=-1)
@@ -87,29 +90,20 @@ class VBPR(MultimodalRecommender):
         return l2_reg(*rows)
 
     def _content_side(self):
-        """The catalogue's content part: ``E_m f_i^m`` stacked [n_items, M·K'] and
-        ``Σ_m β'_m·f_i^m`` [n_items]. In evaluation it is memoised while no content-side tensor
-        changes (keyed by their in-place version counters): the 4096-d projections are the costly
-        part of a full sort, and TRU's steps move user rows and item ID rows, not projections."""
+        """The catalogue's content part: ``E_m f_i^m`` stacked [n_items, M·K'] (None without
+        modalities) and ``Σ_m β'_m·f_i^m``. In evaluation it is memoised while no content-side
+        tensor changes: the 4096-d projections are the costly part of a full sort, and TRU's
+        steps move user rows and item ID rows, not projections."""
         def compute():
-            if not self.modalities:
-                empty = self.item_bias.weight[:, :0]
-                return empty, self.item_bias.weight.new_zeros(self.n_items)
-            feats = {m: self.feature(m) for m in self.modalities}
-            vectors = torch.cat([self.projection[m](feats[m]) for m in self.modalities], dim=-1)
-            offset = sum(self.feature_bias[m](feats[m]).squeeze(-1) for m in self.modalities)
-            return vectors, offset
+            vectors, offset = self._content()
+            return (torch.cat(vectors, dim=-1) if vectors else None), offset
 
         if self.training or torch.is_grad_enabled():
             return compute()
         tensors = []
         for m in self.modalities:
             tensors += [self.projection[m].weight, self.feature_bias[m].weight, self.feature(m)]
-        key = tuple((t.data_ptr(), t._version) for t in tensors)
-        cache = getattr(self, "_content_cache", None)
-        if cache is None or cache[0] != key:
-            self._content_cache = cache = (key, compute())
-        return cache[1]
+        return memoise(self, "_content_cache", tensors, compute)
 
     def full_sort_predict(self, interaction):
         users = interaction[self.USER_ID]
@@ -117,6 +111,6 @@ class VBPR(MultimodalRecommender):
         k = self.item_embedding.weight.shape[1]
         user_vec = self._user_side(users)
         scores = user_vec[:, :k] @ self.item_embedding.weight.T + self.item_bias.weight.squeeze(-1) + content_offset
-        if content.shape[1]:
+        if content is not None:
             scores = scores + user_vec[:, k:] @ content.T
         return scores.view(-1)
