@@ -8,14 +8,13 @@ design and the changes this project made to it; see the README, "TRU, as impleme
     python benchmarks/calibration.py                  # 6 cells, ~10 min on 2 cores
     python benchmarks/calibration.py --models VBPR --regimes interaction
 """
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unlearning import fmt, run_variants  # noqa: E402
+from unlearning import fmt, grid_parser, run_variants  # noqa: E402
 
 CALIBRATION_SEED = 1
 VARIANTS = {
@@ -42,13 +41,7 @@ def markdown(report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="VBPR,MMGCN")
-    parser.add_argument("--regimes", default="interaction,user,item")
-    parser.add_argument("--dataset", default="ml-100k-mm")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    parser.add_argument("--config", default="{}", help="JSON dict of extra config (smoke runs)")
-    args = parser.parse_args(argv)
+    args = grid_parser(__doc__).parse_args(argv)
     out = Path(args.out)
     runs = out / f"calibration-runs-{time.strftime('%Y%m%d-%H%M%S')}"
     extra = {**json.loads(args.config), "forget_seed": CALIBRATION_SEED, "audit_enabled": False}

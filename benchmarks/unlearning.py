@@ -149,8 +149,7 @@ def audit_markdown(report):
         for name, r in [("original", res["original"])] + list(res["methods"].items()):
             auc, mia = r.get("mia_auc"), r.get("mia") or {}
             diff = None if auc is None or target is None else abs(auc - target)
-            attacks = " | ".join(fmt(mia.get(a, {}).get("auc") if isinstance(mia.get(a), dict) else mia.get(a), 3)
-                                 for a in ATTACKS[1:])
+            attacks = " | ".join(fmt(mia.get(a), 3) for a in ATTACKS[1:])
             lines.append(f"| {cell['model']} | {cell['regime']} | {name} | {fmt(auc, 3)} | "
                          f"{'' if name == 'retrain' else fmt(diff, 3)} | {attacks} | {fmt(r.get('mia_auc_user'), 3)} |")
     return lines
@@ -191,13 +190,19 @@ def plot(report, path):
     plt.close(fig)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def grid_parser(doc):
+    """The arguments of a benchmark over backbones x regimes (this one and calibration.py)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="VBPR,MMGCN")
     parser.add_argument("--regimes", default="interaction,user,item")
     parser.add_argument("--dataset", default="ml-100k-mm")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--config", default="{}", help="JSON dict of extra config (e.g. for a smoke run)")
+    return parser
+
+
+def main(argv=None):
+    parser = grid_parser(__doc__)
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--render", action="store_true", help="rewrite the .md and .png from <out>/unlearning.json")
     args = parser.parse_args(argv)

@@ -168,7 +168,7 @@ class SISATrainer(UnlearnTrainer):
         """Validation as a model trained BEFORE the request saw it: every validation pair,
         history = the full training data."""
         data = self.data
-        valid = getattr(data, "original_valid_dataset", data.valid_dataset)
+        valid = data.original_valid_dataset
         sampler = Sampler(["train", "valid"], [data.train_dataset, valid]).set_phase("valid")
         return FullSortEvalDataLoader(self.config, valid, sampler, shuffle=False)
 
