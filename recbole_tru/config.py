@@ -44,20 +44,21 @@ UNIT = (lambda v: _number(v) and 0 < v <= 1), "a number in (0, 1]"
 POSITIVE = (lambda v: _number(v) and v > 0), "a number > 0"
 NON_NEGATIVE = (lambda v: _number(v) and v >= 0), "a number >= 0"
 COUNT = (lambda v: _integer(v) and v > 0), "an integer > 0"
+COUNT_OR_ZERO = (lambda v: _integer(v) and v >= 0), "an integer >= 0"
 VALUE_RULES = {
     "forget_share": SHARE, "forget_regime": _one_of(*REGIMES), "forget_user_mode": _one_of(*USER_MODES),
     "forget_unknown": _one_of("error", "skip"),
     "tru_budget": UNIT, "tru_alpha_min": UNIT, "tru_stop": _one_of("guarded", "epochs"),
     "tru_stop_metric": _one_of("ks", "recall"), "tru_reference": _one_of("live", "frozen"),
     "tru_match": _one_of("pooled", "user"), "tru_temperature": POSITIVE, "tru_stop_delta": NON_NEGATIVE,
-    "tru_repair_budget": POSITIVE,
+    "tru_repair_budget": POSITIVE, "tru_rank_sample": COUNT_OR_ZERO,
     "audit_shadow_share": SHARE, "audit_user_holdout": SHARE, "audit_unseen_ratio": NON_NEGATIVE,
     "audit_user_classifier": _one_of("logistic", "mlp"),
     **{key: COUNT for key in ("tru_budget_batches", "tru_reference_size", "tru_cold_items", "tru_check_steps",
                               "tru_stop_k", "tru_stop_patience", "tru_scale_refresh", "audit_pairs", "audit_chunk",
                               "audit_svd_dim", "audit_user_topk", "unlearn_overlap_k")},
 }
-SUFFIX_RULES = {"_epochs": ((lambda v: _integer(v) and v >= 0), "an integer >= 0"), "_batch_size": COUNT,
+SUFFIX_RULES = {"_epochs": COUNT_OR_ZERO, "_batch_size": COUNT,
                 "_learning_rate": POSITIVE, "_weight": NON_NEGATIVE}
 
 

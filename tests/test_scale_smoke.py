@@ -10,7 +10,7 @@ import torch
 
 from recbole_tru.quick_start import build_model, load_data
 from recbole_tru.unlearn.data import user_item_csr
-from recbole_tru.unlearn.ranking import history_entries, pair_ranks, user_scores
+from recbole_tru.unlearn.ranking import history_entries, pair_ranks, sample_items, user_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"embedding_size": 8, "content_embedding_size": 8, "latent_dim": 8, "sisa_parallel": False,
@@ -167,6 +167,65 @@ def test_pair_ranks_match_a_direct_count(make_config, name):
     row = np.searchsorted(np.unique(users), users)
     direct = [1 + int((scores[r] > scores[r, it]).sum()) for r, it in zip(row, items)]
     assert ranks.tolist() == direct
+
+
+def _ranked_setup(make_config, name):
+    config = make_config(name)
+    _, train, _, _ = load_data(config)
+    model = build_model(config, train.dataset)
+    ds = train.dataset
+    u, i = ds.inter_feat["user_id"].numpy(), ds.inter_feat["item_id"].numpy()
+    return model, user_item_csr(u[10:], i[10:], ds.user_num), u[:10], i[:10]
+
+
+@pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
+def test_score_items_are_the_full_sort_columns(make_config, name):
+    from recbole.data.interaction import Interaction
+
+    model, _, users, _ = _ranked_setup(make_config, name)
+    model.eval()
+    users, items = torch.as_tensor(np.unique(users)), torch.tensor([5, 1, 33, 5, 59])
+    with torch.no_grad():
+        full = model.full_sort_predict(Interaction({"user_id": users})).view(len(users), -1)
+        torch.testing.assert_close(model.score_items(users, items), full[:, items], rtol=1e-5, atol=1e-5)
+        if name == "VBPR":                                      # the sample's content is memoised ...
+            model.score_items(users, items)
+            first = model._sample_content_cache
+            model.user_embedding.weight[users[0]] += 1.0
+            model.score_items(users, items)
+            assert model._sample_content_cache is first
+            model.projection["text"].weight[0, 0] += 0.5        # ... until the content side changes
+            full = model.full_sort_predict(Interaction({"user_id": users})).view(len(users), -1)
+            torch.testing.assert_close(model.score_items(users, items), full[:, items], rtol=1e-5, atol=1e-5)
+            assert model._sample_content_cache is not first
+
+
+def test_sample_items_is_a_sorted_distinct_draw_or_none():
+    rng = np.random.default_rng(0)
+    draw = sample_items(100, 30, rng)
+    assert len(draw) == 30 and np.all(np.diff(draw) > 0) and draw.min() >= 1 and draw.max() <= 99
+    assert sample_items(100, 0, rng) is None and sample_items(100, 99, rng) is None
+
+
+@pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
+def test_sampled_ranks_are_exact_when_the_sample_is_the_catalogue(make_config, name):
+    model, history, users, items = _ranked_setup(make_config, name)
+    exact = pair_ranks(model, users, items, history, chunk=3)
+    sampled = pair_ranks(model, users, items, history, chunk=3, candidates=np.arange(1, model.n_items))
+    np.testing.assert_allclose(sampled, exact)
+
+
+def test_sampled_ranks_are_unbiased_estimates_of_the_exact_rank(make_config):
+    """E[a * C / n] = the exact count above: the mean over many samples is within 4 standard
+    errors of the exact rank, for every pair."""
+    model, history, users, items = _ranked_setup(make_config, "VBPR")
+    exact = pair_ranks(model, users, items, history)
+    rng = np.random.default_rng(5)
+    draws = np.array([pair_ranks(model, users, items, history, candidates=sample_items(model.n_items, 15, rng))
+                      for _ in range(300)])
+    error = np.abs(draws.mean(0) - exact)
+    assert np.all(error <= 4 * draws.std(0) / np.sqrt(len(draws)) + 1e-9)
+    assert draws.std(0).max() > 0                               # they are estimates, not the exact ranks
 
 
 def test_vbpr_catalogue_content_is_reused_across_user_and_item_id_updates(make_config):

@@ -624,3 +624,33 @@ def test_after_a_stop_at_the_first_check_only_reset_items_are_repaired(trained):
     touched = np.isin(data.retain_users[rows], f.users[pairs]) | np.isin(data.retain_items[rows], f.items[pairs])
     assert touched.all()
     assert "reset item(s) only" in trainer.stop_reason
+
+
+def test_checks_rank_against_the_item_sample_when_the_catalogue_is_larger(trained):
+    """``tru_rank_sample``: exact ranks while the catalogue is no larger than the sample (the
+    default on the tiny data); otherwise one seeded sample, the same at every check, and every
+    check's ranks are the sampled estimates of :func:`pair_ranks` under the model of that check."""
+    from recbole_tru.unlearn import tru as tru_module
+
+    base = trained("VBPR")
+    _, _, _, exact = base.setup(forget_regime="interaction")
+    assert exact.rank_sample is None                             # 60 items < 4096
+    _, data, model, trainer = base.setup(forget_regime="interaction", tru_rank_sample=20, tru_check_steps=1,
+                                           tru_stop="epochs", tru_epochs=3, tru_batch_size=4)
+    _, _, _, again = base.setup(forget_regime="interaction", tru_rank_sample=20)
+    sample = trainer.rank_sample
+    assert len(sample) == 20 and np.array_equal(sample, again.rank_sample)    # seeded
+    seen = []
+    original = tru_module.pair_ranks
+
+    def spy(model_, users, items, history=None, candidates=None, **kw):
+        seen.append(candidates)
+        return original(model_, users, items, history, candidates=candidates, **kw)
+
+    tru_module.pair_ranks = spy
+    try:
+        trainer.unlearn()
+    finally:
+        tru_module.pair_ranks = original
+    assert len(seen) >= 2 and all(c is sample for c in seen)
+    assert all(np.isfinite(r["distance"]) for r in trainer.checks if "distance" in r)

@@ -23,11 +23,13 @@ from recbole_tru.losses import bpr_loss
 def memoise(owner, slot, tensors, compute):
     """``compute()``, kept in ``owner.<slot>`` while none of ``tensors`` changes: the key is
     each tensor's storage, shape and in-place version counter, which optimizer steps,
-    in-place edits and ``load_state_dict`` advance, so a stale value is never served."""
+    in-place edits and ``load_state_dict`` advance, so a stale value is never served.
+    The cache holds the tensors themselves, so none of them can be freed and its storage reused
+    by a different tensor under the same key while the value is kept."""
     key = tuple((t.data_ptr(), tuple(t.shape), t._version) for t in tensors)
     cache = getattr(owner, slot, None)
     if cache is None or cache[0] != key:
-        cache = (key, compute())
+        cache = (key, compute(), list(tensors))
         setattr(owner, slot, cache)
     return cache[1]
 
@@ -69,6 +71,15 @@ class MultimodalRecommender(GeneralRecommender):
     def pair_scores(self, users, *item_sets):
         """Scores s_ui for ``users`` [B] against each LongTensor [B] in ``item_sets``."""
         raise NotImplementedError
+
+    def score_items(self, users, items):
+        """Scores [len(users), len(items)] of ``users`` against the item ids ``items`` (the
+        columns ``items`` of :meth:`full_sort_predict`; backbones override it with a cheaper
+        path that does not score the whole catalogue)."""
+        from recbole.data.interaction import Interaction
+
+        scores = self.full_sort_predict(Interaction({self.USER_ID: users}))
+        return scores.view(len(users), -1)[:, items]
 
     def reg_loss(self, users, *item_sets):
         """L2 penalty on the batch's rows (the paper's λ||Θ||², applied per mini-batch)."""

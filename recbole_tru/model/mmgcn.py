@@ -280,6 +280,17 @@ class MMGCN(MultimodalRecommender):
         rows += [self.id_embedding(items + self.n_users) for items in item_sets]
         return l2_reg(*rows)
 
+    def score_items(self, users, items):
+        """Scores [len(users), len(items)], from the L-hop neighbourhood of ``users`` and
+        ``items`` only when that is cheaper than the full propagation."""
+        restricted = self.forward_nodes(torch.cat([users, items + self.n_users]).cpu().numpy())
+        if restricted is None:
+            user_repr, item_repr = self.cached(self.forward)
+            return F.embedding(users, user_repr) @ F.embedding(items, item_repr).T
+        index, out = restricted
+        row = lambda ids: F.embedding(torch.searchsorted(index.to(ids.device), ids), out)
+        return row(users) @ row(items + self.n_users).T
+
     def full_sort_predict(self, interaction):
         user_repr, item_repr = self.cached(self.forward)
         return (user_repr[interaction[self.USER_ID]] @ item_repr.T).view(-1)

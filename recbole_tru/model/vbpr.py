@@ -105,6 +105,22 @@ class VBPR(MultimodalRecommender):
             tensors += [self.projection[m].weight, self.feature_bias[m].weight, self.feature(m)]
         return memoise(self, "_content_cache", tensors, compute)
 
+    def score_items(self, users, items):
+        """Scores [len(users), len(items)]: only the content of ``items`` is projected. In
+        evaluation it is memoised for the ``items`` tensor while no content-side tensor changes
+        (TRU's rank checks score the same item sample at every check)."""
+        tensors = [items]
+        for m in self.modalities:
+            tensors += [self.projection[m].weight, self.feature_bias[m].weight, self.feature(m)]
+        content = lambda: self._content(items)
+        if self.training or torch.is_grad_enabled():
+            vectors, offset = content()
+        else:
+            vectors, offset = memoise(self, "_sample_content_cache", tensors, content)
+        item_vec = torch.cat([self.item_embedding(items)] + vectors, dim=-1)
+        offset = self.item_bias(items).squeeze(-1) + offset
+        return self._user_side(users) @ item_vec.T + offset
+
     def full_sort_predict(self, interaction):
         users = interaction[self.USER_ID]
         content, content_offset = self._content_side()

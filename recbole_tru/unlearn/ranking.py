@@ -1,7 +1,13 @@
-"""Full-catalogue rankings under the CURRENT parameters: pair ranks and top-K lists.
+"""Rankings under the CURRENT parameters: pair ranks and top-K lists.
 
 Ranks are 1-based (1 = top) among the items not masked for the user; item 0 (padding) is
 never ranked. Masks are CSR ``(indptr, indices)`` histories (see ``UnlearnData``).
+
+:func:`pair_ranks` ranks against the whole catalogue, or, given ``candidates`` (a uniform
+sample of item ids, :func:`sample_items`), estimates each rank from the sample: with ``a`` of
+the ``n`` unmasked sampled items scoring above the pair and ``C`` other unmasked items in the
+catalogue, ``rank = 1 + a * C / n`` (unbiased for the exact rank, whose ``a`` would be counted
+over all ``C``). Its cost follows the sample, not the catalogue.
 """
 import numpy as np
 import torch
@@ -51,11 +57,52 @@ def user_scores(model, users, history=None):
     return scores
 
 
-def pair_ranks(model, users, items, history=None, chunk=512):
+def sample_items(n_items, size, rng):
+    """``size`` distinct item ids drawn uniformly from ``1 .. n_items - 1`` (sorted), or None when
+    ``size`` is 0 or the catalogue has no more items than that (exact ranks then)."""
+    size = int(size or 0)
+    if size <= 0 or size >= n_items - 1:
+        return None
+    return np.sort(rng.choice(np.arange(1, n_items, dtype=np.int64), size=size, replace=False))
+
+
+@torch.no_grad()
+def _item_scores(model, users, items):
+    """Scores [len(users), len(items)] (``model.score_items`` where the model has it)."""
+    was_training = model.training
+    model.eval()
+    drop_score_cache(model)
+    users_t = torch.as_tensor(users, dtype=torch.long, device=model.device)
+    items_t = torch.as_tensor(items, dtype=torch.long, device=model.device)
+    if hasattr(model, "score_items"):
+        scores = model.score_items(users_t, items_t)
+    else:
+        full = model.full_sort_predict(Interaction({model.USER_ID: users_t})).view(len(users_t), -1)
+        scores = full[:, items_t]
+    model.train(was_training)
+    return scores.float()
+
+
+@torch.no_grad()
+def _own_scores(model, users, items):
+    was_training = model.training
+    model.eval()
+    drop_score_cache(model)
+    inter = Interaction({model.USER_ID: torch.as_tensor(users, dtype=torch.long, device=model.device),
+                         model.ITEM_ID: torch.as_tensor(items, dtype=torch.long, device=model.device)})
+    scores = model.predict(inter)
+    model.train(was_training)
+    return scores.float().cpu().numpy()
+
+
+def pair_ranks(model, users, items, history=None, chunk=512, candidates=None):
     """Rank (float, 1 = top) of each (user, item) pair among the user's unmasked items.
     The pair's own item must not be in ``history``. Users are scored ``chunk`` at a time, each
-    once however many pairs they have."""
+    once however many pairs they have. ``candidates``: estimate from this item sample (see the
+    module docstring) instead of ranking against the whole catalogue."""
     users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    if candidates is not None:
+        return _sampled_pair_ranks(model, users, items, history, chunk, np.asarray(candidates, dtype=np.int64))
     ranks = np.empty(len(users), dtype=np.float64)
     order = np.argsort(users, kind="stable")
     sorted_users = users[order]
@@ -70,6 +117,40 @@ def pair_ranks(model, users, items, history=None, chunk=512):
             row = np.searchsorted(block, users[pos])
             own = scores[row, items[pos]]
             ranks[pos] = 1 + np.count_nonzero(scores[row] > own[:, None], axis=1)
+    return ranks
+
+
+def _sampled_pair_ranks(model, users, items, history, chunk, candidates):
+    n_items, m = model.n_items, len(candidates)
+    ranks = np.empty(len(users), dtype=np.float64)
+    own_all = _own_scores(model, users, items)
+    own_col = np.minimum(np.searchsorted(candidates, items), m - 1)
+    own_in = candidates[own_col] == items                      # the pair's item is in the sample
+    if history is not None:
+        hist_len = np.diff(history[0])
+    order = np.argsort(users, kind="stable")
+    unique, first = np.unique(users[order], return_index=True)
+    bounds = np.append(first, len(users))
+    for start in range(0, len(unique), chunk):
+        block = unique[start:start + chunk]
+        scores = _item_scores(model, block, candidates).cpu().numpy()
+        masked = np.zeros(len(block), dtype=np.int64)            # sampled items in the history
+        others = np.full(len(block), n_items - 2, dtype=np.int64)  # unmasked items besides the pair's
+        if history is not None:
+            rows, cols = history_entries(history, block)
+            pos = np.minimum(np.searchsorted(candidates, cols), m - 1)
+            hit = candidates[pos] == cols
+            scores[rows[hit], pos[hit]] = -np.inf
+            masked = np.bincount(rows[hit], minlength=len(block))
+            others = others - hist_len[block]
+        block_pos = order[bounds[start]:bounds[min(start + chunk, len(unique))]]
+        for sub in range(0, len(block_pos), _COMPARE_PAIRS):
+            pos = block_pos[sub:sub + _COMPARE_PAIRS]
+            row = np.searchsorted(block, users[pos])
+            above = scores[row] > own_all[pos][:, None]
+            above[np.flatnonzero(own_in[pos]), own_col[pos][own_in[pos]]] = False   # not the pair itself
+            valid = m - masked[row] - own_in[pos]
+            ranks[pos] = 1 + np.count_nonzero(above, axis=1) * others[row] / np.maximum(valid, 1)
     return ranks
 
 

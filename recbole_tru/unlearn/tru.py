@@ -48,7 +48,8 @@ from recbole_tru.unlearn.capacity import describe, forget_scores_and_retain_loss
 from recbole_tru.unlearn.data import FORGET_PAIR
 from recbole_tru.unlearn.gate import (GuardedStop, gate_weights, ks_distance, matched_targets,
                                       matched_targets_per_user, recall_gap)
-from recbole_tru.unlearn.ranking import pair_ranks
+from recbole_tru.unlearn.optim import RowAdam
+from recbole_tru.unlearn.ranking import pair_ranks, sample_items
 
 
 class TRUTrainer(UnlearnTrainer):
@@ -82,6 +83,10 @@ class TRUTrainer(UnlearnTrainer):
         self._rng = np.random.default_rng(config["forget_seed"])
         self._reference = None
         self._frozen_ranks = None                                  # reference ranks at the first check
+        # the checks' item sample (None: exact ranks), drawn once so every check uses the same
+        # items; its own generator, so the other draws do not depend on whether it is sampled
+        self.rank_sample = sample_items(data.n_items, self.option("rank_sample"),
+                                        np.random.default_rng([int(config["forget_seed"]), 1]))
 
     # ------------------------------------------------------------------ orchestration
     def train_loader(self):
@@ -174,6 +179,10 @@ class TRUTrainer(UnlearnTrainer):
             trainable = {n for n in self.params if n not in dense or self.option("update_dense")}
         self._freeze(trainable)
         self.optimizer = self._branch_optimizer(self.option("learning_rate"))
+        if self.option("isolate"):       # the hooks zero every other row: the optimizer reads these only
+            for name, mask in self.routed_rows.items():
+                if self.params[name].dim() == 2:
+                    self.optimizer.restrict(self.params[name], mask.view(-1).nonzero().squeeze(1))
         self._retain = cycle(self._affected_retain_loader())
         self.stopper = GuardedStop(self.option("stop_delta"), self.option("stop_patience"))
 
@@ -197,14 +206,15 @@ class TRUTrainer(UnlearnTrainer):
         self._hooks = []
 
     def _branch_optimizer(self, lr):
-        """Adam with one parameter group per branch (the branch-scaling handle)."""
+        """Adam with one parameter group per branch (the branch-scaling handle); RowAdam: the
+        same updates, at a cost that follows the moving rows, not the tables."""
         branch_of = self.capacity.branch_of()
         groups = {}
         for name, p in self.params.items():
             if p.requires_grad:
                 groups.setdefault(branch_of.get(name, "id"), []).append(p)
         self.alphas = {b: 1.0 for b in groups}
-        return torch.optim.Adam([{"params": ps, "lr": lr, "branch": b} for b, ps in groups.items()], lr=lr)
+        return RowAdam([{"params": ps, "lr": lr, "branch": b} for b, ps in groups.items()], lr=lr)
 
     def _select_units(self):
         """Affected users whose rows the forget update may move: all of them (``tru_budget`` =
@@ -285,7 +295,7 @@ class TRUTrainer(UnlearnTrainer):
         live = self.option("reference") == "live" or self._frozen_ranks is None
         if not live:                      # frozen: the reference was ranked once, before any edit
             users, items = users[:len(self.gated)], items[:len(self.gated)]
-        ranks = pair_ranks(self.model, users, items, history)
+        ranks = pair_ranks(self.model, users, items, history, candidates=self.rank_sample)
         forget_ranks = np.full(len(f.rows), np.nan)
         forget_ranks[self.gated] = ranks[:len(self.gated)]
         if live:
@@ -423,7 +433,7 @@ class TRUTrainer(UnlearnTrainer):
         dense = set(self.capacity.dense(self.model))
         self._freeze({n for n in self.params if n not in dense or self.option("repair_dense")})
         params = [p for p in self.params.values() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=float(self.option("repair_learning_rate")))
+        self.optimizer = RowAdam(params, lr=float(self.option("repair_learning_rate")))
 
     def repair_rows(self):
         """``tru_repair_budget × |D_f|`` retained rows sampled from the neighbourhood of the
