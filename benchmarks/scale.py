@@ -585,8 +585,9 @@ def growth_lines(report):
 
 def phase_lines(report):
     lines = ["Where TRU's time goes (the median run; seconds): `reset` re-draws owned rows, `checks` rank "
-             "the gated pairs and the reference against all items, `targeted steps` are the gated reverse "
-             "updates, `repair` the retain BPR epochs on the neighbourhood.", "",
+             "the gated pairs and the reference (against all items, or the `tru_rank_sample` item sample), "
+             "`targeted steps` are the gated reverse updates, `repair` the retain BPR epochs on the "
+             "neighbourhood.", "",
              "| data set | model | |D_f| | total | reset | checks (n) | targeted steps (n) | repair | stop |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["unlearn"]:
@@ -632,12 +633,22 @@ def plot(report, out, tag=""):
         for model, epochs in series(report):
             rows = fixed_rows(report, model, epochs)
             dashed = "--" if epochs != report["settings"]["epochs"] else "-"
-            for name in styles:
-                pts = [(n, m[name]) for _, n, m in rows if m.get(name)]
-                if pts:
-                    axes[0].plot(*zip(*pts), dashed + markers.get(model, "o"), color=styles[name],
-                                 label=f"{name} ({series_label(model, epochs)})",
-                                 alpha=1.0 if name in ("tru", "retrain") else 0.45)
+            names = list(dict.fromkeys(k for _, _, m in rows for k in m))
+            for name in names:
+                base = name.split("[")[0]
+                if base not in styles:
+                    continue
+                # by training interactions: Clothing has more items and users but fewer
+                # training interactions than Sports
+                pts = sorted((n, m[name]) for _, n, m in rows if m.get(name))
+                if pts:                          # variants (tru[...]) dotted, in their method's colour
+                    axes[0].plot(*zip(*pts), (":" if name != base else dashed) + markers.get(model, "o"),
+                                 color=styles[base], label=f"{name} ({series_label(model, epochs)})",
+                                 alpha=1.0 if base in ("tru", "retrain") else 0.45)
+            for size, n, m in rows:
+                if m.get("retrain"):
+                    axes[0].annotate(size, (n, m["retrain"]), textcoords="offset points", xytext=(0, 6),
+                                     fontsize=7, ha="center")
             sweep = [r for r in report["unlearn"] if r["model"] == model and r.get("epochs") == epochs
                      and r["size"] == report["settings"]["sweep_size"]]
             for r in sweep:

@@ -153,29 +153,24 @@ def test_vectorised_history_mask_matches_the_loop():
     assert history_entries((indptr, indices), np.array([], dtype=np.int64))[0].size == 0
 
 
-@pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
-def test_pair_ranks_match_a_direct_count(make_config, name):
-    config = make_config(name)
-    _, train, _, _ = load_data(config)
-    model = build_model(config, train.dataset)
-    ds = train.dataset
-    u, i = ds.inter_feat["user_id"].numpy(), ds.inter_feat["item_id"].numpy()
-    history = user_item_csr(u[10:], i[10:], ds.user_num)
-    users, items = u[:10], i[:10]                                # not in the history
-    ranks = pair_ranks(model, users, items, history, chunk=3)
-    scores = user_scores(model, np.unique(users), history)
-    row = np.searchsorted(np.unique(users), users)
-    direct = [1 + int((scores[r] > scores[r, it]).sum()) for r, it in zip(row, items)]
-    assert ranks.tolist() == direct
-
-
 def _ranked_setup(make_config, name):
+    """(untrained model, history of all but the first 10 training pairs, their users, items)."""
     config = make_config(name)
     _, train, _, _ = load_data(config)
     model = build_model(config, train.dataset)
     ds = train.dataset
     u, i = ds.inter_feat["user_id"].numpy(), ds.inter_feat["item_id"].numpy()
     return model, user_item_csr(u[10:], i[10:], ds.user_num), u[:10], i[:10]
+
+
+@pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
+def test_pair_ranks_match_a_direct_count(make_config, name):
+    model, history, users, items = _ranked_setup(make_config, name)    # pairs not in the history
+    ranks = pair_ranks(model, users, items, history, chunk=3)
+    scores = user_scores(model, np.unique(users), history)
+    row = np.searchsorted(np.unique(users), users)
+    direct = [1 + int((scores[r] > scores[r, it]).sum()) for r, it in zip(row, items)]
+    assert ranks.tolist() == direct
 
 
 @pytest.mark.parametrize("name", ["VBPR", "MMGCN"])

@@ -32,7 +32,7 @@ def forgotten_keys(forget, n_items):
 def _check(found, total, where):
     found = int(found)
     return {"passed": found == 0, "found": found,
-            "detail": f"{found} of {total} forgotten pairs found in {where}"}
+            "detail": f"{found} of {total} forgotten or requested pairs found in {where}"}
 
 
 def _dataset_keys(dataset, n_items):

@@ -13,7 +13,9 @@ Three coordinated interventions, then a repair, each switched by its own config 
 2. **Ranking fusion gate** (``tru_gate``, ``tru_stop``). Before every ``tru_check_steps`` steps
    the forget pairs and a live reference of never-trained pairs are ranked under the CURRENT
    model: validation pairs of the affected users for partially deleted users; items with no (or
-   the fewest) retained interactions for deleted items. Forget pairs are quantile-matched to the
+   the fewest) retained interactions for deleted items (ranks against the whole catalogue, or
+   estimated from a seeded item sample of ``tru_rank_sample`` items on a larger catalogue, so
+   a check's cost does not grow with it). Forget pairs are quantile-matched to the
    reference and weighted by ``g = clip(tanh((log r_target - log r_ui) / T), 0, 1)``; the
    guarded stop ends the update when the distance to the reference (``tru_stop_metric``: the
    Recall@k gap over the same users, or the KS distance) is below ``tru_stop_delta`` or rose
@@ -22,6 +24,9 @@ Three coordinated interventions, then a repair, each switched by its own config 
    modality) is its own optimizer parameter group with learning-rate multiplier
    ``α_b = clip(1 + cos(∇_b L_f, ∇_b L_r), tru_alpha_min, 1)``, re-measured every
    ``tru_scale_refresh`` steps on the masked rows.
+
+Both phases step with :class:`~recbole_tru.unlearn.optim.RowAdam` (Adam's updates, touching only
+the rows that have had a gradient), so a step costs what the request moves, not the tables.
 
 Repair (``tru_repair_epochs``): BPR on a sample of ``tru_repair_budget × |D_f|`` retained
 interactions from the neighbourhood of the targeted update (the users and items of the gated
