@@ -9,6 +9,8 @@ the ``n`` unmasked sampled items scoring above the pair and ``C`` other unmasked
 catalogue, ``rank = 1 + a * C / n`` (unbiased for the exact rank, whose ``a`` would be counted
 over all ``C``). Its cost follows the sample, not the catalogue.
 """
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
@@ -41,15 +43,28 @@ def history_entries(history, users):
     return rows, np.asarray(cols, dtype=np.int64)
 
 
-@torch.no_grad()
-def user_scores(model, users, history=None):
-    """Scores [len(users), n_items] with padding and ``history`` items set to -inf."""
+@contextmanager
+def scoring(model):
+    """Evaluation mode without gradients, whole-catalogue caches dropped; the mode is restored."""
     was_training = model.training
     model.eval()
     drop_score_cache(model)
-    users_t = torch.as_tensor(users, dtype=torch.long, device=model.device)
-    scores = model.full_sort_predict(Interaction({model.USER_ID: users_t})).view(len(users_t), -1).float()
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _ids(ids, model):
+    return torch.as_tensor(ids, dtype=torch.long, device=model.device)
+
+
+def user_scores(model, users, history=None):
+    """Scores [len(users), n_items] with padding and ``history`` items set to -inf."""
+    with scoring(model):
+        users_t = _ids(users, model)
+        scores = model.full_sort_predict(Interaction({model.USER_ID: users_t})).view(len(users_t), -1).float()
     scores[:, 0] = -torch.inf
     if history is not None:
         rows, cols = history_entries(history, users)
@@ -66,32 +81,20 @@ def sample_items(n_items, size, rng):
     return np.sort(rng.choice(np.arange(1, n_items, dtype=np.int64), size=size, replace=False))
 
 
-@torch.no_grad()
 def _item_scores(model, users, items):
     """Scores [len(users), len(items)] (``model.score_items`` where the model has it)."""
-    was_training = model.training
-    model.eval()
-    drop_score_cache(model)
-    users_t = torch.as_tensor(users, dtype=torch.long, device=model.device)
-    items_t = torch.as_tensor(items, dtype=torch.long, device=model.device)
-    if hasattr(model, "score_items"):
-        scores = model.score_items(users_t, items_t)
-    else:
+    with scoring(model):
+        users_t, items_t = _ids(users, model), _ids(items, model)
+        if hasattr(model, "score_items"):
+            return model.score_items(users_t, items_t).float()
         full = model.full_sort_predict(Interaction({model.USER_ID: users_t})).view(len(users_t), -1)
-        scores = full[:, items_t]
-    model.train(was_training)
-    return scores.float()
+        return full[:, items_t].float()
 
 
-@torch.no_grad()
 def _own_scores(model, users, items):
-    was_training = model.training
-    model.eval()
-    drop_score_cache(model)
-    inter = Interaction({model.USER_ID: torch.as_tensor(users, dtype=torch.long, device=model.device),
-                         model.ITEM_ID: torch.as_tensor(items, dtype=torch.long, device=model.device)})
-    scores = model.predict(inter)
-    model.train(was_training)
+    """Scores of the aligned (user, item) pairs, as a numpy array."""
+    with scoring(model):
+        scores = model.predict(Interaction({model.USER_ID: _ids(users, model), model.ITEM_ID: _ids(items, model)}))
     return scores.float().cpu().numpy()
 
 
