@@ -8,7 +8,10 @@ lives, which the unlearning methods need:
 * :meth:`user_tables` -- the parameters whose row ``offset + u`` belongs to user ``u``;
 * :meth:`item_id_tables` -- the ID-branch parameters whose row ``offset + i`` belongs to item ``i``
   (content branches are not owned by an item's interactions);
-* :meth:`pair_scores` -- scores of several aligned (user, item) sets from ONE forward pass.
+* :meth:`pair_scores` -- scores of several aligned (user, item) sets from ONE forward pass;
+* optionally ``score_items(users, items)`` -- scores [users, items] against a subset of the
+  catalogue without scoring all of it (TRU's sampled rank checks; without it they take the
+  columns of :meth:`full_sort_predict`, see ``recbole_tru.unlearn.ranking``).
 
 Item features are non-persistent buffers (``feat_<modality>``): they come from the data set's
 feature files, so checkpoints hold parameters only.
@@ -71,15 +74,6 @@ class MultimodalRecommender(GeneralRecommender):
     def pair_scores(self, users, *item_sets):
         """Scores s_ui for ``users`` [B] against each LongTensor [B] in ``item_sets``."""
         raise NotImplementedError
-
-    def score_items(self, users, items):
-        """Scores [len(users), len(items)] of ``users`` against the item ids ``items`` (the
-        columns ``items`` of :meth:`full_sort_predict`; backbones override it with a cheaper
-        path that does not score the whole catalogue)."""
-        from recbole.data.interaction import Interaction
-
-        scores = self.full_sort_predict(Interaction({self.USER_ID: users}))
-        return scores.view(len(users), -1)[:, items]
 
     def reg_loss(self, users, *item_sets):
         """L2 penalty on the batch's rows (the paper's λ||Θ||², applied per mini-batch)."""

@@ -257,23 +257,27 @@ class MMGCN(MultimodalRecommender):
                   for m in self.modalities) / len(self.modalities)
         return plan.nodes[-1], out
 
-    def pair_scores(self, users, *item_sets):
-        """Scores s_ui. Only the batch's L-hop neighbourhood is propagated when that is cheaper
-        (``RESTRICT_COST``; small batches, e.g. TRU's targeted steps); the full graph otherwise
-        (training batches at the field's sizes touch most of it)."""
+    def _rows(self, users, *item_sets):
+        """Propagated representations of ``users`` and of each LongTensor in ``item_sets``. Only
+        their L-hop neighbourhood is propagated when that is cheaper (``RESTRICT_COST``; small
+        batches, e.g. TRU's targeted steps and rank checks); the full graph otherwise (training
+        batches at the field's sizes touch most of it; memoised in evaluation)."""
         nodes = torch.cat([users] + [items + self.n_users for items in item_sets])
         restricted = self.forward_nodes(nodes.cpu().numpy())
         # rows are gathered with F.embedding: its backward accumulates repeated rows in a fixed
         # order, while indexing's backward (index_put_ with accumulate) sums them in a
         # thread-dependent order on CPU, which made MMGCN's training differ from run to run
         if restricted is None:
-            user_repr, item_repr = self.forward()
-            u = F.embedding(users, user_repr)
-            return tuple((u * F.embedding(items, item_repr)).sum(-1) for items in item_sets)
+            user_repr, item_repr = self.cached(self.forward)
+            return F.embedding(users, user_repr), [F.embedding(items, item_repr) for items in item_sets]
         index, out = restricted
         row = lambda ids: F.embedding(torch.searchsorted(index.to(ids.device), ids), out)
-        u = row(users)
-        return tuple((u * row(items + self.n_users)).sum(-1) for items in item_sets)
+        return row(users), [row(items + self.n_users) for items in item_sets]
+
+    def pair_scores(self, users, *item_sets):
+        """Scores s_ui (see :meth:`_rows` for which part of the graph is propagated)."""
+        u, item_rows = self._rows(users, *item_sets)
+        return tuple((u * rows).sum(-1) for rows in item_rows)
 
     def reg_loss(self, users, *item_sets):
         rows = [self.id_embedding(users)] + [self.preference[m](users) for m in self.modalities]
@@ -281,15 +285,9 @@ class MMGCN(MultimodalRecommender):
         return l2_reg(*rows)
 
     def score_items(self, users, items):
-        """Scores [len(users), len(items)], from the L-hop neighbourhood of ``users`` and
-        ``items`` only when that is cheaper than the full propagation."""
-        restricted = self.forward_nodes(torch.cat([users, items + self.n_users]).cpu().numpy())
-        if restricted is None:
-            user_repr, item_repr = self.cached(self.forward)
-            return F.embedding(users, user_repr) @ F.embedding(items, item_repr).T
-        index, out = restricted
-        row = lambda ids: F.embedding(torch.searchsorted(index.to(ids.device), ids), out)
-        return row(users) @ row(items + self.n_users).T
+        """Scores [len(users), len(items)] (see :meth:`_rows`)."""
+        u, (rows,) = self._rows(users, items)
+        return u @ rows.T
 
     def full_sort_predict(self, interaction):
         user_repr, item_repr = self.cached(self.forward)

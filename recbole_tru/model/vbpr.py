@@ -62,11 +62,21 @@ class VBPR(MultimodalRecommender):
             offset = offset + self.feature_bias[m](f).squeeze(-1)
         return vectors, offset
 
-    def _item_side(self, items):
+    def _item_side(self, items, content=None):
         """Item vector [·, K + M·K'] (γ_i and E_m f_i^m stacked) and item offset [·]
-        (β_i + Σ_m β'_m·f_i^m) for ``items``."""
-        vectors, offset = self._content(items)
+        (β_i + Σ_m β'_m·f_i^m) for ``items``; ``content``: their :meth:`_content`, if known."""
+        vectors, offset = self._content(items) if content is None else content
         return torch.cat([self.item_embedding(items)] + vectors, dim=-1), self.item_bias(items).squeeze(-1) + offset
+
+    def _memoised_content(self, slot, compute, *keys):
+        """``compute()`` (content of some items), memoised in ``slot`` in evaluation while no
+        content-side tensor (nor any of ``keys``) changes; computed afresh in training."""
+        if self.training or torch.is_grad_enabled():
+            return compute()
+        tensors = list(keys)
+        for m in self.modalities:
+            tensors += [self.projection[m].weight, self.feature_bias[m].weight, self.feature(m)]
+        return memoise(self, slot, tensors, compute)
 
     def _user_side(self, users):
         return torch.cat([self.user_embedding(users)] + [self.theta[m](users) for m in self.modalities], dim=-1)
@@ -98,27 +108,14 @@ class VBPR(MultimodalRecommender):
             vectors, offset = self._content()
             return (torch.cat(vectors, dim=-1) if vectors else None), offset
 
-        if self.training or torch.is_grad_enabled():
-            return compute()
-        tensors = []
-        for m in self.modalities:
-            tensors += [self.projection[m].weight, self.feature_bias[m].weight, self.feature(m)]
-        return memoise(self, "_content_cache", tensors, compute)
+        return self._memoised_content("_content_cache", compute)
 
     def score_items(self, users, items):
-        """Scores [len(users), len(items)]: only the content of ``items`` is projected. In
-        evaluation it is memoised for the ``items`` tensor while no content-side tensor changes
-        (TRU's rank checks score the same item sample at every check)."""
-        tensors = [items]
-        for m in self.modalities:
-            tensors += [self.projection[m].weight, self.feature_bias[m].weight, self.feature(m)]
-        content = lambda: self._content(items)
-        if self.training or torch.is_grad_enabled():
-            vectors, offset = content()
-        else:
-            vectors, offset = memoise(self, "_sample_content_cache", tensors, content)
-        item_vec = torch.cat([self.item_embedding(items)] + vectors, dim=-1)
-        offset = self.item_bias(items).squeeze(-1) + offset
+        """Scores [len(users), len(items)]: only the content of ``items`` is projected, memoised
+        for the ``items`` tensor in evaluation (TRU's rank checks score the same item sample at
+        every check)."""
+        content = self._memoised_content("_sample_content_cache", lambda: self._content(items), items)
+        item_vec, offset = self._item_side(items, content)
         return self._user_side(users) @ item_vec.T + offset
 
     def full_sort_predict(self, interaction):

@@ -107,20 +107,26 @@ def pair_ranks(model, users, items, history=None, chunk=512, candidates=None):
     if candidates is not None:
         return _sampled_pair_ranks(model, users, items, history, chunk, np.asarray(candidates, dtype=np.int64))
     ranks = np.empty(len(users), dtype=np.float64)
-    order = np.argsort(users, kind="stable")
-    sorted_users = users[order]
-    unique, first = np.unique(sorted_users, return_index=True)
-    bounds = np.append(first, len(users))
-    for start in range(0, len(unique), chunk):
-        block = unique[start:start + chunk]
+    for block, pairs in _user_blocks(users, chunk):
         scores = user_scores(model, block, history).cpu().numpy()
-        block_pos = order[bounds[start]:bounds[min(start + chunk, len(unique))]]
-        for sub in range(0, len(block_pos), _COMPARE_PAIRS):
-            pos = block_pos[sub:sub + _COMPARE_PAIRS]
-            row = np.searchsorted(block, users[pos])
+        for pos, row in pairs:
             own = scores[row, items[pos]]
             ranks[pos] = 1 + np.count_nonzero(scores[row] > own[:, None], axis=1)
     return ranks
+
+
+def _user_blocks(users, chunk):
+    """Yield ``(block, pairs)``: up to ``chunk`` distinct users (sorted) and an iterator of
+    ``(positions, rows)`` over their pairs, ``_COMPARE_PAIRS`` at a time (positions in ``users``,
+    rows in ``block``); each user is in one block, however many pairs it has."""
+    order = np.argsort(users, kind="stable")
+    unique, first = np.unique(users[order], return_index=True)
+    bounds = np.append(first, len(users))
+    for start in range(0, len(unique), chunk):
+        block = unique[start:start + chunk]
+        block_pos = order[bounds[start]:bounds[min(start + chunk, len(unique))]]
+        subs = [block_pos[sub:sub + _COMPARE_PAIRS] for sub in range(0, len(block_pos), _COMPARE_PAIRS)]
+        yield block, ((pos, np.searchsorted(block, users[pos])) for pos in subs)
 
 
 def _sampled_pair_ranks(model, users, items, history, chunk, candidates):
@@ -129,13 +135,7 @@ def _sampled_pair_ranks(model, users, items, history, chunk, candidates):
     own_all = _own_scores(model, users, items)
     own_col = np.minimum(np.searchsorted(candidates, items), m - 1)
     own_in = candidates[own_col] == items                      # the pair's item is in the sample
-    if history is not None:
-        hist_len = np.diff(history[0])
-    order = np.argsort(users, kind="stable")
-    unique, first = np.unique(users[order], return_index=True)
-    bounds = np.append(first, len(users))
-    for start in range(0, len(unique), chunk):
-        block = unique[start:start + chunk]
+    for block, pairs in _user_blocks(users, chunk):
         scores = _item_scores(model, block, candidates).cpu().numpy()
         masked = np.zeros(len(block), dtype=np.int64)            # sampled items in the history
         others = np.full(len(block), n_items - 2, dtype=np.int64)  # unmasked items besides the pair's
@@ -145,11 +145,8 @@ def _sampled_pair_ranks(model, users, items, history, chunk, candidates):
             hit = candidates[pos] == cols
             scores[rows[hit], pos[hit]] = -np.inf
             masked = np.bincount(rows[hit], minlength=len(block))
-            others = others - hist_len[block]
-        block_pos = order[bounds[start]:bounds[min(start + chunk, len(unique))]]
-        for sub in range(0, len(block_pos), _COMPARE_PAIRS):
-            pos = block_pos[sub:sub + _COMPARE_PAIRS]
-            row = np.searchsorted(block, users[pos])
+            others = others - np.diff(history[0])[block]
+        for pos, row in pairs:
             above = scores[row] > own_all[pos][:, None]
             above[np.flatnonzero(own_in[pos]), own_col[pos][own_in[pos]]] = False   # not the pair itself
             valid = m - masked[row] - own_in[pos]
