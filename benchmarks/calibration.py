@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unlearning import fmt, grid_parser, run_variants  # noqa: E402
+from unlearning import fmt, grid_parser, run_variants  # noqa: E402  (puts the repository root on the path)
+
+from recbole_tru.provenance import environment  # noqa: E402
 
 CALIBRATION_SEED = 1
 VARIANTS = {
@@ -45,7 +47,7 @@ def main(argv=None):
     out = Path(args.out)
     runs = out / f"calibration-runs-{time.strftime('%Y%m%d-%H%M%S')}"
     extra = {**json.loads(args.config), "forget_seed": CALIBRATION_SEED, "audit_enabled": False}
-    report = {"command": "python benchmarks/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    report = {"environment": environment(), "command": "python benchmarks/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "forget_seed": CALIBRATION_SEED, "cells": []}
     for model in args.models.split(","):
         for regime in args.regimes.split(","):

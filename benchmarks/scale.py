@@ -37,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recbole_tru.provenance import environment  # noqa: E402
+
 DEFAULT_DATA = ROOT / "benchmarks" / "data"
 SIZES = ("baby", "sports", "clothing")
 TRAIN_MODELS = ("VBPR", "MMGCN", "LightGCN")
@@ -413,7 +415,7 @@ def run(args):
     out = Path(args.out)
     runs = out / f"runs-scale-{time.strftime('%Y%m%d-%H%M%S')}"
     runs.mkdir(parents=True, exist_ok=True)
-    report = {"machine": machine(), "command": "python benchmarks/scale.py " + " ".join(args.argv),
+    report = {"machine": machine(), "environment": environment(), "command": "python benchmarks/scale.py " + " ".join(args.argv),
               "synthetic": "all data sets are SYNTHETIC (recbole_tru.data.builders.synthetic)",
               "settings": {"epochs": args.epochs, "stopping_step": args.stopping_step, "repeats": args.repeats,
                            "train_epochs": args.train_epochs, "fixed_forget": args.fixed_forget,

@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recbole_tru.config import PACKAGE_ROOT, Config  # noqa: E402
+from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.tune.report import plot_pareto, read_csv  # noqa: E402
 from recbole_tru.tune.sweep import run_sweep  # noqa: E402
 
@@ -152,7 +153,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     runs = out / "sweep_runs" / time.strftime("%Y%m%d-%H%M%S")     # fresh cache: references are timed
     extra = json.loads(args.config)
-    report = {"machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+    report = {"environment": environment(), "machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
                          f"Python {platform.python_version()}",
               "command": " ".join(["python benchmarks/sweep.py"] + (argv if argv is not None else sys.argv[1:])),
               "model": args.model, "dataset": args.dataset, "sweeps": {}}

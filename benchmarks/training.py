@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recbole_tru.provenance import environment  # noqa: E402
+
 # name -> (model, config overrides)
 ROWS = {
     "BPR": ("BPR", {}),
@@ -110,7 +112,7 @@ def main(argv=None):
         print(name, rows[name], flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"machine": f"{platform.machine()}, {platform.python_version()}",
+    report = {"environment": environment(), "machine": f"{platform.machine()}, {platform.python_version()}",
               "command": "python benchmarks/training.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "rows": rows}
     (out / "training.json").write_text(json.dumps(report, indent=1))

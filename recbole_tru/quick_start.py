@@ -33,9 +33,18 @@ def load_data(config):
     return dataset, train_data, valid_data, test_data
 
 
+def model_seed(config):
+    """The seed of a model's initialisation and training: ``model_seed``, else ``seed``."""
+    return config["seed"] if config["model_seed"] is None else int(config["model_seed"])
+
+
 def build_model(config, train_dataset):
-    """A freshly initialised model (seeded: the same config gives the same initial weights)."""
-    init_seed(config["seed"], config["reproducibility"])
+    """A freshly initialised model (seeded: the same config gives the same initial weights).
+
+    The seed is ``model_seed`` when set, else ``seed``; it also seeds the training that follows
+    (batch order, negative sampling), while the split keeps ``seed`` (:func:`load_data`), so
+    originals of several model seeds share one split."""
+    init_seed(model_seed(config), config["reproducibility"])
     return get_model(config["model"])(config, train_dataset).to(config["device"])
 
 
@@ -80,7 +89,10 @@ def cached_fit(config, train_data, valid_data, cache_dir, tag, extra_key=""):
         meta = load_into(model, path, expect)
         return model, meta["summary"], path, True
     model, _, summary = fit(config, train_data, valid_data)
-    save_checkpoint(path, model, {**expect, "tag": tag, "summary": summary})
+    try:
+        save_checkpoint(path, model, {**expect, "tag": tag, "summary": summary})
+    except FileExistsError:     # a concurrent run cached the same key meanwhile; it is never replaced
+        pass
     return model, summary, path, False
 
 

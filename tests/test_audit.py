@@ -3,8 +3,11 @@
 the interaction attack on an original vs a retrained model, the user-level attack, and the
 held-out users."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from conftest import tiny_config, write_tiny_dataset
 from recbole_tru.audit import Audit, hold_out_users, split_loaders
@@ -265,7 +268,29 @@ def test_the_interaction_attack_sees_the_forget_set_in_the_original_not_after_re
     assert original["mia_auc_user"] is None and original["mia_user"] is None
     info = audit.info()
     assert info["pairs"]["eval_members"] == len(interaction.data.forget)
-    assert info["shadow"]["in_users"] + info["shadow"]["out_users"] == len(np.unique(interaction.data.retain_users))
+    train_users = interaction.data.train_dataset.inter_feat["user_id"].numpy()
+    assert info["shadow"]["in_users"] + info["shadow"]["out_users"] == len(np.unique(train_users))
+
+
+def test_the_shadow_is_trained_once_per_original_whatever_the_request(interaction):
+    """The shadow reads the original training data only: a second request against the same
+    original loads the cached shadow (bit-identical), and its attack pairs still exclude the
+    new request's forget set."""
+    first = interaction.audit()
+    d = interaction.data
+    forget = select_forget(with_overrides(interaction.config, forget_seed=99), d.train_dataset)
+    assert not np.array_equal(forget.rows, d.forget.rows)
+    other = UnlearnData(interaction.config, d.train_dataset, d.original_valid_dataset, d.test_dataset, forget)
+    cache = Path(interaction.config["output_dir"]) / "cache"
+    shadows = sorted(cache.glob("*-shadow-*.pth"))
+    second = Audit(interaction.config, other, interaction.original)
+    assert shadows and sorted(cache.glob("*-shadow-*.pth")) == shadows          # loaded, not trained again
+    assert np.array_equal(first.shadow.in_users, second.shadow.in_users)
+    assert np.array_equal(first.shadow.rows, second.shadow.rows)
+    for a, b in zip(first.shadow.model.state_dict().values(), second.shadow.model.state_dict().values()):
+        assert torch.equal(a, b)
+    forget_keys = Pairs(forget.users, forget.items).keys(d.n_items)
+    assert not np.isin(second.sets.shadow_members.keys(d.n_items), forget_keys).any()
 
 
 def test_no_shadow_drops_the_shadow_attack(interaction):

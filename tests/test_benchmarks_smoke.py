@@ -1,5 +1,6 @@
 """Each ml-100k-mm benchmark script runs end to end at a tiny size, so it cannot rot (the scale
 benchmark's smoke test is in test_scale_smoke.py, the sweep's in test_tune.py)."""
+import csv
 import importlib.util
 import json
 from pathlib import Path
@@ -35,15 +36,42 @@ def test_training_benchmark(tiny, tmp_path):
     assert "| VBPR (text only) |" in (tmp_path / "r" / "training.md").read_text()
 
 
-def test_unlearning_benchmark_with_ablation(tiny, tmp_path):
+def test_unlearning_benchmark_repeated_requests(tiny, tmp_path):
+    """Two requests and two originals on the interaction cell, in this process: per-request
+    records, aggregates over the main original's requests, paired comparisons, the ablation,
+    the variance study, and the summary CSV in its documented shape."""
     module = load("unlearning")
-    report = module.main(["--models", "VBPR", "--regimes", "interaction", "--out", str(tmp_path / "r"), *tiny])
+    out = tmp_path / "r"
+    report = module.main(["--models", "VBPR", "--regimes", "interaction", "--requests", "2", "--train-seeds", "2",
+                          "--workers", "1", "--out", str(out), *tiny])
     (cell,) = report["cells"]
-    assert set(cell["results"]["methods"]) >= set(module.METHODS)
-    assert set(report["ablations"]["VBPR"]["variants"]) == set(module.ABLATIONS)
+    assert [(r["original"], r["forget_seed"]) for r in cell["requests"]] == [
+        (0, s) for s in module.FORGET_SEEDS[:2]] + [(1, s) for s in module.FORGET_SEEDS[:2]]
+    main = cell["requests"][:2]
+    assert set(main[0]["methods"]) == {"original", *module.METHODS}
+    assert "sisa" not in cell["requests"][2]["methods"]          # the variance study skips SISA
+    assert main[0]["forget"] != main[1]["forget"] or main[0]["methods"]["tru"] != main[1]["methods"]["tru"]
+    # the aggregate is the mean of the per-request values
+    gaps = [r["methods"]["tru"]["forget_gap"] for r in main]
+    assert cell["aggregate"]["tru"]["forget_gap"]["n"] == 2
+    assert abs(cell["aggregate"]["tru"]["forget_gap"]["mean"] - sum(gaps) / 2) < 1e-12
+    assert cell["aggregate"]["retrain"]["forget_gap"]["mean"] == 0
+    p = cell["paired"]["reverse"]["forget_gap"]
+    assert p["n"] == 2 and p["wins"] + p["ties"] + p["losses"] == 2
+    assert set(cell["ablation_paired"]) == set(module.ABLATIONS) - {"tru"}
+    assert cell["variance"]["originals"] == [0, 1]
+    assert report["environment"]["packages"]["torch"] and report["environment"]["torch_threads"] == 1
+    with open(out / "unlearning_summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["backbone", "regime", "method", "metric", "n", "mean", "ci_low", "ci_high"]
+    methods = {r["method"] for r in rows}
+    assert {"original", "tru", "reverse", "tru-gate", "tru-repair"} <= methods
+    assert {"forget_gap", "retain_gap", "retain_ratio", "seconds", "speedup"} <= {r["metric"] for r in rows}
     for name in ("unlearning.json", "unlearning.md", "unlearning_tradeoff.png"):
-        assert (tmp_path / "r" / name).is_file(), name
-    assert "| VBPR | interaction | tru |" in (tmp_path / "r" / "unlearning.md").read_text()
+        assert (out / name).is_file(), name
+    assert "| VBPR | interaction | tru |" in (out / "unlearning.md").read_text()
+    rendered = module.main(["--render", "--out", str(out)])          # aggregates recomputed from the JSON
+    assert rendered["cells"][0]["aggregate"]["tru"]["forget_gap"] == cell["aggregate"]["tru"]["forget_gap"]
 
 
 def test_calibration_benchmark(tiny, tmp_path):

@@ -173,7 +173,9 @@ def build_pair_sets(data, rng, max_pairs, unseen_ratio, shadow=None):
     sets = PairSets(fit_members, fit_nonmembers, eval_members, eval_test)
     if shadow is not None:
         in_users = shadow.in_users
-        members = Pairs(data.retain_users[shadow.rows], data.retain_items[shadow.rows]).without(eval_keys, n_items)
+        train = data.train_dataset
+        members = Pairs(train.inter_feat[train.uid_field].numpy()[shadow.rows].astype(np.int64),
+                        train.inter_feat[train.iid_field].numpy()[shadow.rows].astype(np.int64)).without(eval_keys, n_items)
         held = Pairs.concat(_pairs_of(data.valid_dataset), fit_test)
         held = held.take(np.isin(held.users, in_users)).without(eval_keys, n_items)
         sets.shadow_members = _subsample(members, max_pairs, rng)

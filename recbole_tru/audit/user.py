@@ -128,8 +128,9 @@ class UserAudit:
                                     int(config["audit_svd_dim"]), rng)
         self.columns = [f"v{j}" for j in range(self.vectors.shape[1])] + ["norm"]
         history = data.train_history()
-        members = user_features(shadow.model, shadow.in_users, history, self.vectors, self.k)
-        nonmembers = user_features(shadow.model, shadow.out_users, history, self.vectors, self.k)
+        gone = data.forget.deleted_users             # the request's users are no labelled example
+        members = user_features(shadow.model, np.setdiff1d(shadow.in_users, gone), history, self.vectors, self.k)
+        nonmembers = user_features(shadow.model, np.setdiff1d(shadow.out_users, gone), history, self.vectors, self.k)
         kind = config["audit_user_classifier"]
         if kind not in ("logistic", "mlp"):
             raise ValueError(f"config key 'audit_user_classifier' must be logistic or mlp, got {kind!r}")

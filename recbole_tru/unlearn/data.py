@@ -91,6 +91,14 @@ class UnlearnData:
         config = with_overrides(self.config, train_batch_size=batch_size or self.config["train_batch_size"])
         return TrainDataLoader(config, dataset, self._retain_sampler, shuffle=shuffle)
 
+    def original_loader(self, rows, batch_size=None, shuffle=True):
+        """BPR batches over rows ``rows`` of the ORIGINAL training data (before the request),
+        negatives drawn against the original training data: what a model trained before the
+        request read (the audit's shadow model, cached per original)."""
+        dataset = self.train_dataset.copy(self.train_dataset.inter_feat[torch.as_tensor(rows)])
+        config = with_overrides(self.config, train_batch_size=batch_size or self.config["train_batch_size"])
+        return TrainDataLoader(config, dataset, self._original_sampler, shuffle=shuffle)
+
     def forget_loader(self, batch_size=None, pairs=None, shuffle=True):
         """Batches of forget pairs (all, or the indices ``pairs``; field ``forget_pair`` = index
         in the forget set) with a negative the user never interacted with in the ORIGINAL

@@ -18,6 +18,7 @@ from recbole.utils import set_color
 
 from recbole_tru.audit import Audit, hold_out_users, split_loaders, wants_held_out_users
 from recbole_tru.checkpoint import atomic_write
+from recbole_tru.provenance import environment
 from recbole_tru.quick_start import build_model, cached_fit, fit
 from recbole_tru.registry import get_unlearn_trainer
 from recbole_tru.unlearn.data import UnlearnData
@@ -115,6 +116,7 @@ def run_unlearning(config, dataset, train_data, valid_data, test_data, methods):
     audited = audit.run if audit else (lambda model: {})
     results = {
         "model": config["model"], "dataset": config["dataset"], "forget": forget.stats(),
+        "environment": environment(),
         "audit": audit.info() if audit else None,
         "original": {**judge.report(original), **audited(original), "training": original_summary,
                      "cached": original_cached},

@@ -77,7 +77,11 @@ def shard_dataset(train_dataset, rows):
 
 
 def submodel_config(config, shard):
-    return with_overrides(config, seed=int(config["seed"]) + shard)
+    """Submodel ``shard``'s config: its own seed (``model_seed`` too when set)."""
+    seeds = {"seed": int(config["seed"]) + shard}
+    if config["model_seed"] is not None:
+        seeds["model_seed"] = int(config["model_seed"]) + shard
+    return with_overrides(config, **seeds)
 
 
 def train_shard(shared, job):

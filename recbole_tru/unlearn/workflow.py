@@ -46,6 +46,7 @@ from recbole_tru.checkpoint import (CheckpointError, atomic_write, config_finger
                                     load_into, read_checkpoint, save_checkpoint)
 from recbole_tru.config import PLUGIN_PREFIXES
 from recbole_tru.data.features import feature_file_path
+from recbole_tru.provenance import environment
 from recbole_tru.quick_start import build_model
 from recbole_tru.registry import UNLEARNERS
 from recbole_tru.unlearn.data import UnlearnData, with_overrides
@@ -199,7 +200,8 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
     audit = None
     if config["audit_enabled"]:
         tick = time.perf_counter()
-        audit = Audit(config, data, original)
+        # the shadow is trained for this request, not cached: a request writes its own folder only
+        audit = Audit(with_overrides(config, unlearn_cache=False), data, original)
         audit_before = audit.run(original)
         timings["audit"] = time.perf_counter() - tick
 
@@ -220,6 +222,7 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
         raise RuntimeError(f"proof of deletion failed, nothing written: {failed}")
 
     report = {
+        "environment": environment(),
         "model": config["model"], "dataset": config["dataset"], "seed": config["seed"],
         "request": {"file": str(request_path), "sha256": request_sha, "names": request_summary(request),
                     "earlier_requests": len((meta.get("unlearning") or {}).get("history", []))},
