@@ -369,10 +369,35 @@ def wins(p):
     return f"{p['wins']}/{p['n']}" + (f" ({p['ties']} tied)" if p["ties"] else "")
 
 
+def headline(report):
+    """The README's table: TRU, reverse and finetune per cell (mean ± CI) and TRU's wins."""
+    n = report["requests"]
+    lines = [f"Mean ± 95 % t-interval half-width over {n} requests per cell; wins = requests (of {n}) where TRU's "
+             "gap is strictly smaller (forget / retain / MIA distance).", "",
+             "| backbone | regime | forget gap: TRU | reverse | finetune | retain gap: TRU | reverse | finetune | "
+             "TRU wins vs reverse | TRU wins vs finetune | TRU x faster than retrain |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for cell in report["cells"]:
+        a, p = cell["aggregate"], cell["paired"]
+
+        def w(base):
+            if base not in p:
+                return "n/a"
+            return " / ".join(str(p[base][m]["wins"]) if m in p[base] and p[base][m]["n"] else "-"
+                              for m in ("forget_gap", "retain_gap", "mia_distance"))
+
+        g = lambda m, metric: pm(a.get(m, {}).get(metric))  # noqa: E731
+        lines.append(f"| {cell['model']} | {cell['regime']} | {g('tru', 'forget_gap')} | {g('reverse', 'forget_gap')} | "
+                     f"{g('finetune', 'forget_gap')} | {g('tru', 'retain_gap')} | {g('reverse', 'retain_gap')} | "
+                     f"{g('finetune', 'retain_gap')} | {w('reverse')} | {w('finetune')} | "
+                     f"{pm(a.get('tru', {}).get('speedup'), 1)} |")
+    return lines
+
+
 def markdown(report):
     n = report["requests"]
-    lines = [f"Mean ± 95 % t-interval half-width over {n} requests per cell (forget seeds "
-             f"{', '.join(map(str, FORGET_SEEDS[:n]))}), one original per backbone.", "",
+    lines = headline(report) + ["", f"Every method, mean ± 95 % t-interval half-width over {n} requests per cell "
+                                f"(forget seeds {', '.join(map(str, FORGET_SEEDS[:n]))}), one original per backbone.", "",
              "| backbone | regime | method | forget gap | retain gap | test NDCG@20 / retrain's | MIA distance | "
              "top-20 overlap | seconds | x faster than retrain |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

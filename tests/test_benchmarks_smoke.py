@@ -79,3 +79,16 @@ def test_calibration_benchmark(tiny, tmp_path):
     report = module.main(["--models", "VBPR", "--regimes", "user", "--out", str(tmp_path / "r"), *tiny])
     assert report["forget_seed"] == module.CALIBRATION_SEED
     assert (tmp_path / "r" / "calibration.md").is_file()
+
+
+def test_reproducibility_benchmark(tiny, tmp_path):
+    """Each setting trains in its own process; the same setting twice gives the same bits."""
+    module = load("reproducibility")
+    config = json.loads(tiny[3])
+    report = module.main(["--models", "VBPR", "--dataset", TINY, "--epochs", "1", "--out", str(tmp_path / "r"),
+                          "--config", json.dumps({**config, "data_path": config["data_path"]})])
+    rows = report["rows"]["VBPR"]
+    assert set(rows) == set(module.SETTINGS)
+    assert rows["2 threads"]["sha256"] == rows["2 threads, again"]["sha256"]
+    assert rows["1 thread"]["torch_threads"] == 1 and rows["2 threads"]["torch_threads"] == 2
+    assert (tmp_path / "r" / "reproducibility.md").is_file()
