@@ -45,7 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recbole_tru import stats  # noqa: E402
-from recbole_tru.audit import SHADOW  # noqa: E402
+from recbole_tru.audit import SHADOW, audit_rng  # noqa: E402
 from recbole_tru.audit.shadow import train_shadow  # noqa: E402
 from recbole_tru.config import Config  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
@@ -158,7 +158,7 @@ def request_job(job):
     res = run_recbole_tru(model=job["model"], dataset=job["dataset"], config_file_list=job["config_files"],
                           config_dict={**cell_config(job["model"], job["regime"], job["out"], {}), **extra},
                           read_cmd_line=False)
-    ref = {**res["retrain_reference"], "gap_to_retrain": None}
+    ref = res["retrain_reference"]
     retrain_s = res["methods"]["retrain"]["seconds"]
     methods = {"original": figures(res["original"], ref, retrain_s)}
     trajectories = {}
@@ -179,8 +179,7 @@ def request_job(job):
         variants = {name: overrides for name, (_, overrides) in ABLATIONS.items()}
         ab = run_variants(job["model"], job["regime"], job["out"], extra, job["dataset"], variants,
                           config_files=job["config_files"])
-        ref_ab = {**ab["reference"]}
-        record["ablation"] = {name: {**figures(r, ref_ab, ab["retrain_seconds"]), "stop_reason": r["stop_reason"]}
+        record["ablation"] = {name: {**figures(r, ab["reference"], ab["retrain_seconds"]), "stop_reason": r["stop_reason"]}
                               for name, r in ab["variants"].items()}
     record["wall_seconds"] = time.perf_counter() - start
     return record
@@ -200,7 +199,7 @@ def original_job(job):
     forget = select_forget(config, train.dataset, heldout=(valid.dataset, test.dataset))
     data = UnlearnData(config, train.dataset, valid.dataset, test.dataset, forget)
     if config["audit_enabled"] and config["audit_shadow"]:
-        train_shadow(config, data, np.random.default_rng([int(config["audit_seed"]), SHADOW]))
+        train_shadow(config, data, audit_rng(config, SHADOW))
     if "sisa" in job["methods"]:
         get_unlearn_trainer("sisa")(config, pipeline.start_from(config, data, original), data).train_original()
     return {"model": job["model"], "regime": job["regime"], "original": job["original"], "summary": summary,
@@ -307,7 +306,7 @@ def variance(records):
             if any(v is None for row in table for v in row):
                 continue
             comp = stats.variance_components(table)
-            out.setdefault(method, {})[metric] = {**comp, "mean": stats.t_interval([v for row in table for v in row])["mean"]}
+            out.setdefault(method, {})[metric] = {**comp, "mean": float(np.mean(table))}
     return {"originals": seeds, "forget_seeds": requests, "components": out}
 
 
@@ -347,13 +346,18 @@ def fmt(x, digits=4):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def half_width(ci):
+    """Half the width of a t_interval (0 when it is undefined, n = 1)."""
+    return 0.0 if ci["ci_high"] is None else (ci["ci_high"] - ci["ci_low"]) / 2
+
+
 def pm(ci, digits=4):
     """``mean ± half-width`` of a t_interval (the mean alone when n = 1)."""
     if not ci or ci.get("mean") is None:
         return "n/a"
     if ci.get("ci_high") is None:
         return fmt(ci["mean"], digits)
-    return f"{ci['mean']:.{digits}f} ± {(ci['ci_high'] - ci['ci_low']) / 2:.{digits}f}"
+    return f"{ci['mean']:.{digits}f} ± {half_width(ci):.{digits}f}"
 
 
 def diff_ci(p, digits=4):
@@ -429,11 +433,9 @@ def markdown(report):
                   "narrows that gap (it helps).", "",
                   "| variant | forget gap | retain gap | Δ forget gap [CI] | Δ retain gap [CI] | seconds |",
                   "| --- | --- | --- | --- | --- | --- |"]
-        tru_ab = stats.t_interval([rec["ablation"]["tru"]["forget_gap"] for rec in cell["requests"]
-                                   if rec["original"] == 0 and "ablation" in rec])
-        tru_rg = stats.t_interval([rec["ablation"]["tru"]["retain_gap"] for rec in cell["requests"]
-                                   if rec["original"] == 0 and "ablation" in rec])
-        lines.append(f"| {ABLATIONS['tru'][0]} | {pm(tru_ab)} | {pm(tru_rg)} | | | |")
+        main = [rec for rec in cell["requests"] if rec["original"] == 0]
+        tru = {m: stats.t_interval(_values(main, "tru", m, "ablation")) for m in ("forget_gap", "retain_gap")}
+        lines.append(f"| {ABLATIONS['tru'][0]} | {pm(tru['forget_gap'])} | {pm(tru['retain_gap'])} | | | |")
         for name, p in cell["ablation_paired"].items():
             lines.append(f"| {ABLATIONS[name][0]} | {pm(a[name]['forget_gap'])} | {pm(a[name]['retain_gap'])} | "
                          f"{diff_ci(p['forget_gap'])} | {diff_ci(p['retain_gap'])} | {pm(a[name]['seconds'], 2)} |")
@@ -499,8 +501,7 @@ def mean_curve(curves):
     for at in points:
         x = stats.t_interval([p["forget_recall"] for p in at])
         y = stats.t_interval([p["retain_ndcg"] for p in at])
-        half = lambda ci: 0.0 if ci["ci_high"] is None else (ci["ci_high"] - ci["ci_low"]) / 2  # noqa: E731
-        out.append((x["mean"], y["mean"], half(x), half(y)))
+        out.append((x["mean"], y["mean"], half_width(x), half_width(y)))
     return out
 
 
@@ -536,9 +537,7 @@ def plot(report, path):
                 xs = [r["methods"]["original"]["forget_recall"] for r in recs]
                 ys = [r["methods"]["original"]["retain_ndcg"] for r in recs]
             x, y = stats.t_interval(xs), stats.t_interval(ys)
-            xe = 0 if x["ci_high"] is None else (x["ci_high"] - x["ci_low"]) / 2
-            ye = 0 if y["ci_high"] is None else (y["ci_high"] - y["ci_low"]) / 2
-            ax.errorbar(x["mean"], y["mean"], xerr=xe, yerr=ye, capsize=3, label=label, **style)
+            ax.errorbar(x["mean"], y["mean"], xerr=half_width(x), yerr=half_width(y), capsize=3, label=label, **style)
         ax.set_title(f"{cell['model']}, {cell['regime']} regime ({len(recs)} requests)")
         ax.set_xlabel("forget Recall@20 (retrain's value is the target)")
         ax.set_ylabel("test NDCG@20")

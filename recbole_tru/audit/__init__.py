@@ -27,11 +27,18 @@ from recbole_tru.audit.interaction import SUITE, InteractionAudit, build_pair_se
 from recbole_tru.audit.shadow import train_shadow
 from recbole_tru.audit.user import HeldOutUsers, UserAudit, hold_out_users, split_loaders
 
-__all__ = ["Audit", "Attack", "ATTACKS", "make_attack", "SUITE", "HeldOutUsers", "hold_out_users",
+__all__ = ["Audit", "audit_rng", "Attack", "ATTACKS", "make_attack", "SUITE", "HeldOutUsers", "hold_out_users",
            "split_loaders", "wants_held_out_users"]
 
 # independent seed streams of one audit (a change in one part never shifts another's draws)
 PAIRS, SHADOW, SVD = 0, 1, 2
+
+
+def audit_rng(config, stream):
+    """The audit's seeded generator for one part (``PAIRS``, ``SHADOW``, ``SVD``): a change in one
+    part never shifts another's draws, and a caller that prepares a part ahead (the shadow, say)
+    draws exactly what the audit will."""
+    return np.random.default_rng([int(config["audit_seed"]), stream])
 
 
 def wants_held_out_users(config):
@@ -60,20 +67,17 @@ class Audit:
         if self.headline not in names:
             raise ValueError(f"config key 'audit_headline' ({self.headline!r}) must name one of the audit's "
                              f"attacks {names}")
-        self.shadow = train_shadow(config, data, self._rng(SHADOW)) if use_shadow else None
-        self.sets = build_pair_sets(data, self._rng(PAIRS), int(config["audit_pairs"]),
+        self.shadow = train_shadow(config, data, audit_rng(config, SHADOW)) if use_shadow else None
+        self.sets = build_pair_sets(data, audit_rng(config, PAIRS), int(config["audit_pairs"]),
                                     float(config["audit_unseen_ratio"]), self.shadow)
         self.interaction = InteractionAudit(data, self.sets, original, specs, self.seed,
                                             int(config["audit_chunk"]),
                                             self.shadow.model if self.shadow else None)
         self.user = None
         if held_out is not None and self.shadow is not None and len(data.forget.deleted_users):
-            self.user = UserAudit(config, data, self.shadow, held_out, self._rng(SVD), self.seed)
+            self.user = UserAudit(config, data, self.shadow, held_out, audit_rng(config, SVD), self.seed)
         elif held_out is not None:
             getLogger().warning("audit: no user-level attack (needs audit_shadow and deleted users)")
-
-    def _rng(self, stream):
-        return np.random.default_rng([self.seed, stream])
 
     def info(self):
         """What the audit was built on (sizes, shadow model), for the results file."""
