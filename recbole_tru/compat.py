@@ -13,7 +13,7 @@ replaced, so that the tests can show every fix is needed (the original fails) an
 | ``numpy_aliases`` | numpy 2 removed ``np.float_``, ``np.complex_``, ``np.unicode_`` | ``Config()`` raises AttributeError |
 | ``pandas_seq_fill`` | pandas 3 copy-on-write: ``fillna(inplace=True)`` on a column is a no-op | empty ``token_seq``/``float_seq`` cells stay NaN and crash ``_load_feat`` |
 | ``pandas_fill_nan`` | same | ``Dataset._fill_nan`` leaves NaN tokens/floats |
-| ``pandas_agg_len`` | pandas 3 ``Series.agg(len)`` returns the Series length | any ``token_seq`` feature fails in ``_remap`` ("Length of values") |
+| ``pandas_agg_len`` | pandas 3 ``Series.agg(len)`` returns the Series length | any ``token_seq`` feature fails in ``_remap`` ("Length of values"); benchmark files' ``item_length`` = row count |
 | ``scipy_dok_update`` | scipy >= 1.13 removed ``dok_matrix._update`` | LightGCN/NGCF adjacency construction fails |
 | ``torch_load_recbole`` | torch >= 2.6 ``torch.load`` defaults to ``weights_only=True`` | RecBole's own checkpoints (they pickle its ``Config``) fail to load in ``Trainer.evaluate(load_best_model=True)`` |
 
@@ -123,14 +123,33 @@ def _with_elementwise_agg_len(method):
     return wrapper
 
 
-def pandas_agg_len():
-    from recbole.data.dataset.dataset import Dataset
+# Every RecBole 1.2.1 method that calls ``Series.agg(len)`` on a column of sequences
+# (``grep -rn "agg(len)" recbole/``; ``tests/test_compat.py`` checks the list is complete), as
+# (module, class that defines it, method): what pandas 3 does to each.
+AGG_LEN_METHODS = (
+    # token_seq fields: split points of the remapped ids -> "Length of values" ValueError
+    ("recbole.data.dataset.dataset", "Dataset", "_remap"),
+    # float_seq fields with normalize_field/normalize_all: the same split
+    ("recbole.data.dataset.dataset", "Dataset", "_normalize"),
+    # float_seq fields with discretization: the same split
+    ("recbole.data.dataset.dataset", "Dataset", "_discretization"),
+    # benchmark files (benchmark_filename): item_length = number of rows, for every row
+    ("recbole.data.dataset.sequential_dataset", "SequentialDataset", "_benchmark_presets"),
+    # token_seq fields aliased to item/entity ids in a KG data set: the same split as _remap
+    ("recbole.data.dataset.kg_dataset", "KnowledgeBasedDataset", "_reset_ent_remapID"),
+)
 
-    for name in ("_remap", "_normalize", "_discretization"):
-        method = getattr(Dataset, name)
+
+def pandas_agg_len():
+    """Run each method of ``AGG_LEN_METHODS`` inside :func:`elementwise_agg_len`."""
+    import importlib
+
+    for module, cls_name, name in AGG_LEN_METHODS:
+        cls = getattr(importlib.import_module(module), cls_name)
+        method = cls.__dict__[name]                     # the class's own, never an inherited one
         if not getattr(method, "__recbole_tru_compat__", False):
-            ORIGINALS[f"Dataset.{name}"] = method
-            setattr(Dataset, name, _with_elementwise_agg_len(method))
+            ORIGINALS[f"{cls_name}.{name}"] = method
+            setattr(cls, name, _with_elementwise_agg_len(method))
 
 
 def scipy_dok_update():

@@ -3,6 +3,8 @@
 The fixes are applied when ``recbole_tru`` is imported; a test that shows an original failing
 puts ``compat.ORIGINALS[...]`` back with ``monkeypatch`` (undone after the test).
 """
+import ast
+import pathlib
 import sys
 
 import numpy as np
@@ -13,6 +15,7 @@ import torch
 from recbole.config import Config as RecBoleConfig
 from recbole.data import data_preparation
 from recbole.data.dataset import dataset as ds_module
+from recbole.data.dataset import KGSeqDataset, KnowledgeBasedDataset, SequentialDataset
 from recbole.data.dataset.dataset import Dataset
 from recbole.model.general_recommender import BPR, LightGCN
 from recbole.trainer import Trainer
@@ -23,7 +26,8 @@ from conftest import TINY, write_tiny_dataset
 from recbole_tru import compat
 from recbole_tru.data import create_dataset
 
-WRAPPED = ("_remap", "_normalize", "_discretization")
+WRAPPED = ((Dataset, "_remap"), (Dataset, "_normalize"), (Dataset, "_discretization"),
+           (SequentialDataset, "_benchmark_presets"), (KnowledgeBasedDataset, "_reset_ent_remapID"))
 
 
 def test_fixes_and_originals_are_recorded():
@@ -137,11 +141,131 @@ def test_token_seq_field_fails_with_original_remap(make_config, genre_root, monk
         create_dataset(config)
 
 
-def test_agg_len_wraps_the_three_dataset_methods():
-    for name in WRAPPED:
-        method = getattr(Dataset, name)
+def test_agg_len_wraps_the_five_dataset_methods():
+    for cls, name in WRAPPED:
+        method = getattr(cls, name)
         assert method.__recbole_tru_compat__ is True
-        assert method.__wrapped__ is compat.ORIGINALS[f"Dataset.{name}"]
+        assert method.__wrapped__ is compat.ORIGINALS[f"{cls.__name__}.{name}"]
+    # KGSeqDataset(SequentialDataset, KnowledgeBasedDataset) inherits both wrapped methods
+    assert KGSeqDataset._benchmark_presets is SequentialDataset._benchmark_presets
+    assert KGSeqDataset._reset_ent_remapID is KnowledgeBasedDataset._reset_ent_remapID
+
+
+def agg_len_calls_in_recbole():
+    """Every ``<x>.agg(len)`` call in the installed RecBole source, as a list of
+    (module, class, method) or (module, None, None) for a call outside a class's method."""
+    import recbole
+
+    root = pathlib.Path(recbole.__file__).parent
+
+    def is_agg_len(node):
+        return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "agg" and len(node.args) > 0
+                and isinstance(node.args[0], ast.Name) and node.args[0].id == "len")
+
+    calls = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        module = ".".join(("recbole",) + path.relative_to(root).with_suffix("").parts)
+        total = sum(map(is_agg_len, ast.walk(tree)))
+        for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+            for fn in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
+                found = sum(map(is_agg_len, ast.walk(fn)))
+                calls += [(module, cls.name, fn.name)] * found
+                total -= found
+        calls += [(module, None, None)] * total
+    return calls
+
+
+def test_agg_len_methods_cover_every_call_in_recbole():
+    calls = agg_len_calls_in_recbole()
+    assert len(calls) == 6                                      # grep -rn "agg(len)" recbole/
+    assert set(calls) == set(compat.AGG_LEN_METHODS)            # _discretization has two
+
+
+# A sequential data set given as benchmark files (RecBole's ``benchmark_filename``): each row
+# holds a user's item history (token_seq) and the next item. RecBole computes ``item_length``
+# from the history in ``SequentialDataset._benchmark_presets``.
+SEQ_ROWS = {
+    "train": [("u1", "i1", "i2"), ("u1", "i1 i2", "i3"), ("u2", "i4", "i5")],
+    "valid": [("u1", "i1 i2 i3", "i4")],
+    "test": [("u2", "i4 i5", "i6")],
+}
+
+
+@pytest.fixture
+def seq_benchmark_config(tmp_path, monkeypatch):
+    folder = tmp_path / "data" / "seqb"
+    folder.mkdir(parents=True)
+    for part, rows in SEQ_ROWS.items():
+        lines = ["user_id:token\titem_id_list:token_seq\titem_id:token"]
+        lines += ["\t".join(row) for row in rows]
+        (folder / f"seqb.{part}.inter").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["prog"])
+    return RecBoleConfig(model="GRU4Rec", dataset="seqb", config_dict={
+        "data_path": str(tmp_path / "data"), "load_col": None, "benchmark_filename": list(SEQ_ROWS),
+        "alias_of_item_id": ["item_id_list"], "train_neg_sample_args": None,
+        "use_gpu": False, "state": "WARNING"})
+
+
+def test_sequential_benchmark_item_length_is_per_row(seq_benchmark_config):
+    dataset = SequentialDataset(seq_benchmark_config)
+    feat = dataset.inter_feat                                   # train, valid, test rows in order
+    token = dataset.field2id_token["item_id"]
+    assert [[token[i] for i in seq] for seq in feat["item_id_list"]] == [
+        ["i1"], ["i1", "i2"], ["i4"], ["i1", "i2", "i3"], ["i4", "i5"]]
+    assert feat["item_length"].tolist() == [1, 2, 1, 3, 2]
+
+
+def test_sequential_benchmark_item_length_with_original_presets(seq_benchmark_config, monkeypatch):
+    monkeypatch.setattr(SequentialDataset, "_benchmark_presets",
+                        compat.ORIGINALS["SequentialDataset._benchmark_presets"])
+    dataset = SequentialDataset(seq_benchmark_config)
+    assert dataset.inter_feat["item_length"].tolist() == [5, 5, 5, 5, 5]   # the row count
+
+
+# A knowledge-based data set whose item file has a token_seq field of entities, aliased to
+# ``entity_id``: ``KnowledgeBasedDataset._reset_ent_remapID`` remaps it into the merged id space.
+RELATED = {"i0": "e5 e6", "i1": "e6", "i2": "e0 e5 e1", "i3": "e2"}
+
+
+@pytest.fixture
+def kg_config(tmp_path, monkeypatch):
+    folder = tmp_path / "data" / "kgt"
+    folder.mkdir(parents=True)
+    files = {
+        "inter": ["user_id:token\titem_id:token"] + [f"u{u}\ti{i}" for u in range(3) for i in range(4)],
+        "link": ["item_id:token\tentity_id:token", "i0\te0", "i1\te1", "i2\te2"],
+        "kg": ["head_id:token\trelation_id:token\ttail_id:token", "e0\tr0\te5", "e1\tr0\te6", "e2\tr1\te5"],
+        "item": ["item_id:token\trelated:token_seq"] + [f"{i}\t{seq}" for i, seq in RELATED.items()],
+    }
+    for suffix, lines in files.items():
+        (folder / f"kgt.{suffix}").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["prog"])
+    return RecBoleConfig(model="CKE", dataset="kgt", config_dict={
+        "data_path": str(tmp_path / "data"), "load_col": None, "alias_of_entity_id": ["related"],
+        "use_gpu": False, "state": "WARNING"})
+
+
+def test_kg_token_seq_entity_field_is_remapped(kg_config):
+    dataset = KnowledgeBasedDataset(kg_config)
+    feat = dataset.item_feat
+    item_token, entity_token = dataset.field2id_token["item_id"], dataset.field2id_token["related"]
+    related = {item_token[i]: " ".join(entity_token[e] for e in seq)
+               for i, seq in zip(feat["item_id"], feat["related"])}
+    assert related == {"[PAD]": "", **RELATED}
+    # linked items share their entity's id (the merge that _reset_ent_remapID serves)
+    assert [dataset.field2token_id["entity_id"][e] for e in ("e0", "e1", "e2")] == \
+        [dataset.field2token_id["item_id"][i] for i in ("i0", "i1", "i2")]
+
+
+def test_kg_token_seq_entity_field_fails_with_original_reset(kg_config, monkeypatch):
+    monkeypatch.setattr(KnowledgeBasedDataset, "_reset_ent_remapID",
+                        compat.ORIGINALS["KnowledgeBasedDataset._reset_ent_remapID"])
+    with pytest.raises(ValueError, match=r"Length of values \(1\) does not match length of index \(4\)"):
+        KnowledgeBasedDataset(kg_config)
 
 
 # --------------------------------------------------------------------------- pandas_fill_nan
@@ -273,7 +397,7 @@ def test_evaluate_load_best_model_fails_with_original_torch(recbole_checkpoint, 
 # --------------------------------------------------------------------------- apply()
 
 def test_apply_is_idempotent(monkeypatch):
-    patched = {name: getattr(Dataset, name) for name in WRAPPED + ("_fill_nan",)}
+    patched = {(cls, name): getattr(cls, name) for cls, name in WRAPPED + ((Dataset, "_fill_nan"),)}
     seen = (ds_module.pd, trainer_module.torch, sp.dok_matrix._update, np.float_)
     originals = dict(compat.ORIGINALS)
     monkeypatch.setattr(compat, "_APPLIED", set())              # force every fix to run again
@@ -281,10 +405,10 @@ def test_apply_is_idempotent(monkeypatch):
     compat.apply()
     for fix in compat.FIXES.values():
         fix()
-    for name, method in patched.items():
-        assert getattr(Dataset, name) is method, name           # not wrapped a second time
-    for name in WRAPPED:
-        assert not hasattr(compat.ORIGINALS[f"Dataset.{name}"], "__recbole_tru_compat__")
+    for (cls, name), method in patched.items():
+        assert getattr(cls, name) is method, name               # not wrapped a second time
+    for cls, name in WRAPPED:
+        assert not hasattr(compat.ORIGINALS[f"{cls.__name__}.{name}"], "__recbole_tru_compat__")
     assert (ds_module.pd, trainer_module.torch, sp.dok_matrix._update, np.float_) == seen
     assert compat.ORIGINALS == originals and all(compat.ORIGINALS[k] is v for k, v in originals.items())
     assert compat._APPLIED == set(compat.FIXES)
