@@ -1,4 +1,5 @@
-"""Command line of recbole-tru, like RecBole's run_recbole.py.
+"""Command line of recbole-tru, like RecBole's run_recbole.py (run from the repository root;
+an installed package has the same command as the console script ``run_recbole_tru``).
 
     python run_recbole_tru.py --model=VBPR
     python run_recbole_tru.py --model=MMGCN --unlearn=tru
@@ -7,29 +8,7 @@
 
 Any other ``--key=value`` is a RecBole/recbole-tru config override (highest precedence).
 """
-import argparse
-
-from recbole_tru.quick_start import run_recbole_tru
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", "-m", type=str, required=True, help="VBPR, MMGCN, or any RecBole model (BPR, LightGCN, ...)")
-    parser.add_argument("--dataset", "-d", type=str, default=None, help="data set name (default: ml-100k-mm)")
-    parser.add_argument("--config_files", type=str, default=None, help="space-separated YAML files")
-    parser.add_argument("--unlearn", type=str, default=None,
-                        help="unlearning method(s): retrain, finetune, gradascent, reverse, tru; comma list or all")
-    parser.add_argument("--checkpoint", type=str, default=None,
-                        help="deletion-request workflow: a trained checkpoint to unlearn from (never modified); "
-                             "writes a new unlearned checkpoint and a report under output_dir")
-    parser.add_argument("--forget_file", type=str, default=None,
-                        help="deletion-request atomic file (user_id:token and/or item_id:token columns)")
-    args, _ = parser.parse_known_args()
-    files = args.config_files.strip().split(" ") if args.config_files else None
-    given = {"unlearn": args.unlearn, "checkpoint": args.checkpoint, "forget_file": args.forget_file}
-    config_dict = {k: v for k, v in given.items() if v} or None
-    run_recbole_tru(model=args.model, dataset=args.dataset, config_file_list=files, config_dict=config_dict)
-
+from recbole_tru.cli import main
 
 if __name__ == "__main__":
     main()

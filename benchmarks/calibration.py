@@ -14,8 +14,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unlearning import fmt, grid_parser, run_variants  # noqa: E402  (puts the repository root on the path)
+from unlearning import grid_parser  # noqa: E402  (puts the repository root on the path)
+from unlearning_jobs import run_variants  # noqa: E402
+from unlearning_report import fmt  # noqa: E402
 
+from recbole_tru.files import atomic_write  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 
 CALIBRATION_SEED = 1
@@ -54,9 +57,9 @@ def main(argv=None):
             print(f"== {model} / {regime}", flush=True)
             cell = run_variants(model, regime, runs, extra, args.dataset, VARIANTS)
             report["cells"].append({"model": model, "regime": regime, **cell})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration.json").write_text(json.dumps(report, indent=1, default=float))
-    (out / "calibration.md").write_text(markdown(report))
+    atomic_write(out / "calibration.json", lambda p: Path(p).write_text(json.dumps(report, indent=1, default=float)),
+                 replace=True)
+    atomic_write(out / "calibration.md", lambda p: Path(p).write_text(markdown(report)), replace=True)
     print(markdown(report))
     return report
 

@@ -41,7 +41,7 @@ def one(task):
     torch.set_num_threads(task["threads"])
     from recbole_tru.config import Config
     from recbole_tru.provenance import environment
-    from recbole_tru.quick_start import fit, load_data, quiet_logging
+    from recbole_tru.training import fit, load_data, quiet_logging
 
     quiet_logging()
     config = Config(model=task["model"], dataset=task["dataset"],
@@ -90,6 +90,7 @@ def main(argv=None):
     if args.one:
         return one(json.loads(args.one))
     sys.path.insert(0, str(ROOT))
+    from recbole_tru.files import atomic_write
     from recbole_tru.provenance import environment
 
     rows = {model: {name: run(model, setting, args) for name, setting in SETTINGS.items()}
@@ -116,9 +117,8 @@ def main(argv=None):
         lines.append(f"* {model}: one 2-thread job {one_job:.1f} s, two 1-thread jobs at once {two_jobs:.1f} s "
                      f"(the slower) -> {2 * one_job / two_jobs:.2f}x the work per unit of time")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "reproducibility.json").write_text(json.dumps(report, indent=1))
-    (out / "reproducibility.md").write_text("\n".join(lines) + "\n")
+    atomic_write(out / "reproducibility.json", lambda p: Path(p).write_text(json.dumps(report, indent=1)), replace=True)
+    atomic_write(out / "reproducibility.md", lambda p: Path(p).write_text("\n".join(lines) + "\n"), replace=True)
     print("\n".join(lines))
     return report
 

@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recbole_tru.config import PACKAGE_ROOT, Config  # noqa: E402
+from recbole_tru.files import atomic_write  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.tune.report import plot_pareto, read_csv  # noqa: E402
 from recbole_tru.tune.sweep import run_sweep  # noqa: E402
@@ -87,6 +88,11 @@ def sweep(model, dataset, method, runs, extra, judge=True, **settings):
     result.update({"wall_seconds": time.perf_counter() - start, "peak_rss_mb": memory.peak_mb,
                    "peak_processes": memory.peak_processes})
     return result
+
+
+def copy(src, dst):
+    """``src`` copied to ``dst`` whole (replacing the last run's)."""
+    atomic_write(dst, lambda p: shutil.copyfile(src, p), replace=True)
 
 
 def fmt(x, digits=4):
@@ -173,16 +179,19 @@ def main(argv=None):
             report["scaling"][str(workers)] = {k: r[k] for k in ("search_seconds", "wall_seconds", "peak_rss_mb",
                                                                   "peak_processes", "counts", "output_dir")}
     for method, r in report["sweeps"].items():
-        shutil.copyfile(Path(r["output_dir"]) / "pareto.png", out / f"sweep_pareto_{method}.png")
+        copy(Path(r["output_dir"]) / "pareto.png", out / f"sweep_pareto_{method}.png")
     refs = report["sweeps"]["tru"]["judged"]["calibration_references"]
-    plot_pareto(out / "sweep_pareto.png",
+    runs.mkdir(parents=True, exist_ok=True)
+    plot_pareto(runs / "sweep_pareto.png",
                 [(m, read_csv(Path(r["output_dir"]) / "trials.csv")) for m, r in report["sweeps"].items()],
                 f"{args.model} on {args.dataset}: tru vs reverse trials, calibration request "
                 f"(forget_seed={report['calibration_seed']})",
                 [("original model", refs["original"]["forget_gap"], refs["original"]["valid_ndcg@20"], "x"),
                  ("retrained (gap 0)", 0.0, refs["retrain"]["valid_ndcg@20"], "D")])
-    (out / "sweep.json").write_text(json.dumps(report, indent=1, default=float), encoding="utf-8")
-    (out / "sweep.md").write_text(markdown(report), encoding="utf-8")
+    copy(runs / "sweep_pareto.png", out / "sweep_pareto.png")
+    atomic_write(out / "sweep.json", lambda p: Path(p).write_text(json.dumps(report, indent=1, default=float),
+                                                                  encoding="utf-8"), replace=True)
+    atomic_write(out / "sweep.md", lambda p: Path(p).write_text(markdown(report), encoding="utf-8"), replace=True)
     print(markdown(report))
     return report
 

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recbole_tru.files import atomic_write  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 
 # name -> (model, config overrides)
@@ -40,10 +41,10 @@ def measure(model, overrides, dataset):
     import numpy as np
 
     from recbole_tru.config import Config
-    from recbole_tru.quick_start import build_model, fit_trainer, load_data
+    from recbole_tru.data.retained import user_item_csr
+    from recbole_tru.model.ranking import topk_lists
     from recbole_tru.registry import get_trainer
-    from recbole_tru.unlearn.data import user_item_csr
-    from recbole_tru.unlearn.ranking import topk_lists
+    from recbole_tru.training import build_model, fit_trainer, load_data
 
     config = Config(model=model, dataset=dataset, config_dict={"state": "WARNING", "show_progress": False, **overrides},
                     read_cmd_line=False)
@@ -111,12 +112,11 @@ def main(argv=None):
         rows[name] = json.loads(line[0][len("RESULT "):])
         print(name, rows[name], flush=True)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     report = {"environment": environment(), "machine": f"{platform.machine()}, {platform.python_version()}",
               "command": "python benchmarks/training.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "rows": rows}
-    (out / "training.json").write_text(json.dumps(report, indent=1))
-    (out / "training.md").write_text(markdown(rows))
+    atomic_write(out / "training.json", lambda p: Path(p).write_text(json.dumps(report, indent=1)), replace=True)
+    atomic_write(out / "training.md", lambda p: Path(p).write_text(markdown(rows)), replace=True)
     print(markdown(rows))
     return report
 

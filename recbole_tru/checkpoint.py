@@ -7,11 +7,11 @@ existing checkpoint is never overwritten.
 """
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from recbole_tru.files import atomic_write
 
 
 class CheckpointError(ValueError):
@@ -63,22 +63,6 @@ def data_fingerprint(data_dir):
             digest.update(path.name.encode())
             digest.update(file_digest(path).encode())
     return digest.hexdigest()
-
-
-def atomic_write(path, write):
-    """Call ``write(tmp_path)``, then rename into ``path``; refuse to replace an existing file."""
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"{path} exists; recbole_tru never overwrites an output")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.link(tmp, path)              # fails if someone created ``path`` meanwhile
-    finally:
-        os.unlink(tmp)
-    return path
 
 
 def save_checkpoint(path, model, meta):

@@ -10,10 +10,14 @@ from pathlib import Path
 from recbole.config import Config as RecBoleConfig
 
 from recbole_tru import compat
+from recbole_tru.data.forget import REGIMES, USER_MODES
 from recbole_tru.registry import get_model
-from recbole_tru.unlearn.forget import REGIMES, USER_MODES
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The folder holding the plugin's properties/ and its embedded dataset/: the installed package
+# itself (a wheel ships both inside it, see setup.py), else the repository root (a source
+# checkout, an editable install).
+PACKAGE_ROOT = PACKAGE_DIR if (PACKAGE_DIR / "properties").is_dir() else PACKAGE_DIR.parent
 PROPERTIES = PACKAGE_ROOT / "properties"
 DATASETS = PACKAGE_ROOT / "dataset"
 DEFAULT_DATASET = "ml-100k-mm"
@@ -21,7 +25,7 @@ DEFAULT_DATASET = "ml-100k-mm"
 # Config keys starting with these belong to the plugin: every one must be declared (with a
 # default and a comment) in properties/, so a typo fails at start-up instead of being ignored.
 PLUGIN_PREFIXES = ("forget_", "unlearn_", "tru_", "reverse_", "finetune_", "gradascent_", "retrain_",
-                   "audit_", "tune_", "sisa_", "feature_")
+                   "audit_", "tune_", "sisa_", "feature_", "influence_")
 
 
 def _number(value):

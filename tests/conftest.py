@@ -84,7 +84,7 @@ def ray_local():
     """A local Ray instance of 2 CPUs for the module (skips cleanly when Ray cannot start)."""
     import ray
 
-    from recbole_tru.tune.cluster import init_kwargs
+    from recbole_tru.cluster import init_kwargs
 
     if ray.is_initialized():
         yield

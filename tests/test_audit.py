@@ -10,15 +10,16 @@ import pytest
 import torch
 
 from conftest import tiny_config, write_tiny_dataset
-from recbole_tru.audit import Audit, hold_out_users, split_loaders
+from recbole_tru.audit import Audit
 from recbole_tru.audit.attacks import (ATTACKS, Attack, LogisticAttack, ThresholdAttack, as_matrix,
                                        make_attack)
-from recbole_tru.audit.features import OUTPUT_FEATURES, csr, pair_features
+from recbole_tru.audit.features import OUTPUT_FEATURES, pair_features
 from recbole_tru.audit.interaction import (PAIR, SUITE, AttackSpec, InteractionAudit, Pairs, PairSets,
                                            check_disjoint, known_pairs, sample_unseen, suite_from)
-from recbole_tru.quick_start import fit, load_data, quiet_logging
-from recbole_tru.unlearn.data import UnlearnData, with_overrides
-from recbole_tru.unlearn.forget import select_forget
+from recbole_tru.data.forget import select_forget
+from recbole_tru.data.retained import UnlearnData, with_overrides
+from recbole_tru.data.split import csr, hold_out_users, split_loaders
+from recbole_tru.training import fit, load_data, quiet_logging
 
 DATASET = "audit-mm"
 KINDS = {"threshold": dict(column="x"), "logistic": dict(columns=["x"]),

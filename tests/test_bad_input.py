@@ -27,8 +27,8 @@ from conftest import TINY, write_tiny_dataset
 from recbole_tru.checkpoint import CheckpointError, file_digest
 from recbole_tru.config import PROPERTIES
 from recbole_tru.data import AtomicFileError, FeatureFileError
+from recbole_tru.data.forget import RequestError
 from recbole_tru.quick_start import run_recbole_tru
-from recbole_tru.unlearn.forget import RequestError
 from test_workflow import REPO, Splits, base_dict, run_workflow, train_checkpoint, tree, write_request
 
 DOC = REPO / "docs" / "bad_inputs.md"

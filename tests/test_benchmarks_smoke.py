@@ -58,7 +58,7 @@ def test_unlearning_benchmark_repeated_requests(tiny, tmp_path):
     assert cell["aggregate"]["retrain"]["forget_gap"]["mean"] == 0
     p = cell["paired"]["reverse"]["forget_gap"]
     assert p["n"] == 2 and p["wins"] + p["ties"] + p["losses"] == 2
-    assert set(cell["ablation_paired"]) == set(module.ABLATIONS) - {"tru"}
+    assert set(cell["ablation_paired"]) == set(load("unlearning_jobs").ABLATIONS) - {"tru"}
     assert cell["variance"]["originals"] == [0, 1]
     assert report["environment"]["packages"]["torch"] and report["environment"]["torch_threads"] == 1
     with open(out / "unlearning_summary.csv") as f:
@@ -70,8 +70,11 @@ def test_unlearning_benchmark_repeated_requests(tiny, tmp_path):
     for name in ("unlearning.json", "unlearning.md", "unlearning_tradeoff.png"):
         assert (out / name).is_file(), name
     assert "| VBPR | interaction | tru |" in (out / "unlearning.md").read_text()
+    written = {name: (out / name).read_bytes() for name in ("unlearning.md", "unlearning_summary.csv")}
     rendered = module.main(["--render", "--out", str(out)])          # aggregates recomputed from the JSON
     assert rendered["cells"][0]["aggregate"]["tru"]["forget_gap"] == cell["aggregate"]["tru"]["forget_gap"]
+    assert {name: (out / name).read_bytes() for name in written} == written
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]        # written whole, no leftovers
 
 
 def test_calibration_benchmark(tiny, tmp_path):

@@ -7,7 +7,7 @@ import torch
 from conftest import TINY, write_tiny_dataset
 from recbole_tru.data import FeatureFileError, create_dataset
 from recbole_tru.data.features import align_to_items, read_feature_file
-from recbole_tru.quick_start import build_model, load_data
+from recbole_tru.training import build_model, load_data
 
 HEADER = "item_id:token\tt:float_seq"
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from recbole_tru.quick_start import build_model, load_data
+from recbole_tru.data.forget import RequestError, read_request, save_forget_set, select_forget
+from recbole_tru.data.retained import UnlearnData, with_overrides
+from recbole_tru.training import build_model, load_data
 from recbole_tru.unlearn import pipeline
-from recbole_tru.unlearn.data import UnlearnData, with_overrides
-from recbole_tru.unlearn.forget import RequestError, read_request, save_forget_set, select_forget
 
 UID, IID = "user_id", "item_id"
 HEADER = ("user_id:token", "item_id:token")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_tru.quick_start import build_model, load_data
+from recbole_tru.training import build_model, load_data
 
 MODELS = ("VBPR", "MMGCN")
 MODALITIES = ("text", "meta")

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_tru.quick_start import build_model, load_data
-from recbole_tru.unlearn.data import user_item_csr
-from recbole_tru.unlearn.ranking import history_entries, pair_ranks, sample_items, user_scores
+from recbole_tru.data.retained import user_item_csr
+from recbole_tru.model.ranking import history_entries, pair_ranks, sample_items, user_scores
+from recbole_tru.training import build_model, load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"embedding_size": 8, "content_embedding_size": 8, "latent_dim": 8, "sisa_parallel": False,
          "sisa_shards": 2, "train_batch_size": 512}
 
 
-def load_scale():
-    spec = importlib.util.spec_from_file_location("scale_benchmark", ROOT / "benchmarks" / "scale.py")
+def load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -26,7 +26,7 @@ def load_scale():
 
 @pytest.fixture(scope="module")
 def scale():
-    return load_scale()
+    return load_benchmark("scale")
 
 
 def test_scale_benchmark_end_to_end_at_tiny_size(scale, tmp_path, monkeypatch):
@@ -60,6 +60,23 @@ def test_scale_benchmark_end_to_end_at_tiny_size(scale, tmp_path, monkeypatch):
     merged = scale.main(["--merge", str(out / "scale.json"), str(out / "scale.json"), "--out", str(tmp_path / "m")])
     assert len(merged["unlearn"]) == 2 * len(report["unlearn"]) and len(merged["commands"]) == 2
     assert (tmp_path / "m" / "scale_unlearn.png").is_file()
+    scale.main(["--render", str(out / "scale.json"), "--out", str(tmp_path / "r")])    # tables and plots only
+    assert (tmp_path / "r" / "scale.md").read_bytes() == (out / "scale.md").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["scale.md", "scale_train.png", "scale_unlearn.png"]
+    # TRU's parts, as TRUTrainer.phase_seconds recorded them (no wrapping of its methods)
+    for row in report["unlearn"]:
+        phases = row["forget"][0]["methods"]["tru"]["phases"]
+        assert phases and set(phases) <= {"reset", "checks", "targeted_steps", "repair_epochs"}
+        assert all(seconds >= 0 for seconds in phases.values())
+
+
+def test_phase_seconds_are_read_off_the_trainer():
+    from types import SimpleNamespace
+
+    measure = load_benchmark("scale_measure")
+    trainer = SimpleNamespace(phase_seconds={"reset": 0.5, "checks": 1.0, "targeted_steps": 2.0, "repair": 3.0})
+    assert measure.phase_seconds(trainer) == {"reset": 0.5, "checks": 1.0, "targeted_steps": 2.0, "repair_epochs": 3.0}
+    assert measure.phase_seconds(SimpleNamespace()) == {}                 # a method that records none
 
 
 def test_measurements_run_in_their_own_process(scale, tmp_path):
@@ -72,13 +89,15 @@ def test_measurements_run_in_their_own_process(scale, tmp_path):
         scale.run_one({"kind": "load", "path": str(tmp_path / "missing"), "mode": "text", "repeats": 1}, tmp_path)
 
 
-def test_exact_forget_sizes(scale):
+def test_exact_forget_sizes():
+    measure = load_benchmark("scale_measure")
+
     class Cfg(dict):
         pass
 
     for n_train in (1287, 128_633, 222_941):
         config = Cfg()
-        assert scale._forget_config(config, n_train, 1000) == 1000
+        assert measure._forget_config(config, n_train, 1000) == 1000
         assert round(config["forget_share"] * n_train) == 1000
 
 

@@ -10,12 +10,12 @@ import torch
 from recbole.data.interaction import Interaction
 
 from conftest import TINY, TINY_CONFIG, tiny_config
-from recbole_tru.quick_start import build_model, load_data
+from recbole_tru.data.forget import select_forget
+from recbole_tru.data.retained import UnlearnData
+from recbole_tru.model.ranking import user_scores
+from recbole_tru.training import build_model, load_data
 from recbole_tru.unlearn import pipeline
-from recbole_tru.unlearn.data import UnlearnData
 from recbole_tru.unlearn.evaluation import Judge
-from recbole_tru.unlearn.forget import select_forget
-from recbole_tru.unlearn.ranking import user_scores
 from recbole_tru.unlearn.sisa import SISAEnsemble, SISATrainer, assign_shards, train_shard
 
 

@@ -16,9 +16,9 @@ from ray import tune
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from conftest import TINY, TINY_CONFIG
+from recbole_tru.cluster import init_kwargs
 from recbole_tru.config import PACKAGE_ROOT, Config
 from recbole_tru.quick_start import run_recbole_tru
-from recbole_tru.tune.cluster import init_kwargs
 from recbole_tru.tune.report import pareto_front, select_best
 from recbole_tru.tune.space import SearchSpaceError, load_search_space
 

@@ -11,14 +11,15 @@ import torch.nn.functional as F
 from scipy.stats import ks_2samp
 
 from conftest import tiny_config, write_tiny_dataset
+from recbole_tru.data.forget import select_forget
+from recbole_tru.data.retained import UnlearnData, with_overrides
 from recbole_tru.losses import bpr_loss, reverse_bpr_loss
-from recbole_tru.quick_start import build_model, fit, load_data
 from recbole_tru.registry import get_unlearn_trainer
+from recbole_tru.training import build_model, fit, load_data
 from recbole_tru.unlearn import pipeline
+from recbole_tru.unlearn.base import UntilStop
 from recbole_tru.unlearn.capacity import describe
-from recbole_tru.unlearn.data import UnlearnData, with_overrides
 from recbole_tru.unlearn.evaluation import Judge
-from recbole_tru.unlearn.forget import select_forget
 from recbole_tru.unlearn.gate import GuardedStop, gate_weights, ks_distance, matched_targets, matched_targets_per_user
 
 UID, IID, NEG = "user_id", "item_id", "neg_item_id"
@@ -654,3 +655,48 @@ def test_checks_rank_against_the_item_sample_when_the_catalogue_is_larger(traine
         tru_module.pair_ranks = original
     assert len(seen) >= 2 and all(c is sample for c in seen)
     assert all(np.isfinite(r["distance"]) for r in trainer.checks if "distance" in r)
+
+
+# --------------------------------------------------------------------------- 9. explicit phases
+
+def test_until_stop_yields_until_the_stop_and_draws_the_rest():
+    """The guarded stop ends a pass before a step; the rest of the pass is drawn, not yielded."""
+    drawn = []
+
+    class Loader:
+        shuffle = True
+
+        def __iter__(self):
+            for i in range(6):
+                drawn.append(i)
+                yield i
+
+        def __len__(self):
+            return 6
+
+    answers = iter([False, False, True])
+    batches = UntilStop(Loader(), lambda: next(answers))
+    assert list(batches) == [0, 1] and batches.stopped
+    assert drawn == list(range(6)) and len(batches) == 6 and batches.shuffle is True
+    never = UntilStop(Loader(), lambda: False)
+    assert list(never) == list(range(6)) and not never.stopped
+
+
+@pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
+def test_tru_runs_its_phases_in_order_without_idle_passes(trained, name):
+    """Targeted passes, then exactly ``tru_repair_epochs`` repair passes (or none when the stop
+    returned the unedited state), numbered in order; every pass trained on something."""
+    config, data, model, trainer = trained(name).setup(forget_regime="item", forget_share=0.1, tru_check_steps=1,
+                                                       tru_stop_patience=1, tru_batch_size=4, tru_repair_epochs=2)
+    trainer.unlearn()
+    phases = [r["phase"] for r in trainer.log]
+    n_targeted = phases.count("targeted")
+    assert phases == ["targeted"] * n_targeted + ["repair"] * (len(phases) - n_targeted)
+    assert [r["epoch"] for r in trainer.log] == list(range(len(phases)))
+    assert 1 <= n_targeted <= config["tru_epochs"]
+    assert phases.count("repair") == (0 if "no repair" in trainer.stop_reason else 2)
+    assert all(r["loss"] > 0 for r in trainer.log[:n_targeted - 1] + trainer.log[n_targeted:])
+    seconds = trainer.phase_seconds
+    assert {"reset", "checks", "targeted_steps"} <= set(seconds) and all(v >= 0 for v in seconds.values())
+    assert ("repair" in seconds) == ("repair" in phases)
+    assert not any(p.requires_grad is False for p in model.parameters())     # nothing left frozen

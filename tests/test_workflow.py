@@ -15,10 +15,11 @@ import torch
 
 from conftest import TINY, TINY_CONFIG
 from recbole_tru.checkpoint import file_digest, read_checkpoint
-from recbole_tru.quick_start import build_model, load_data, run_recbole_tru
+from recbole_tru.data.forget import read_request
+from recbole_tru.data.retained import UnlearnData
+from recbole_tru.quick_start import run_recbole_tru
+from recbole_tru.training import build_model, load_data
 from recbole_tru.unlearn import workflow
-from recbole_tru.unlearn.data import UnlearnData
-from recbole_tru.unlearn.forget import read_request
 from recbole_tru.unlearn.proof import deletion_proof, proof_passed
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ scores, the user-level classifier) and :meth:`Audit.run` audits one model::
 * interaction level (:mod:`.interaction`): AUC of attacks telling forget pairs from held-out
   test pairs; ``mia_auc`` is the ``audit_headline`` attack's (``logistic``);
 * user level (:mod:`.user`, Zhang et al. CCS 2021), when users were held out before training
-  (:func:`hold_out_users`) and the request deletes whole users: AUC telling deleted users from
+  (:func:`recbole_tru.data.split.hold_out_users`) and the request deletes whole users: AUC telling deleted users from
   never-seen users.
 
 A model that forgot the request as retraining does scores near the retrained model's AUC
@@ -25,10 +25,9 @@ import numpy as np
 from recbole_tru.audit.attacks import ATTACKS, Attack, make_attack
 from recbole_tru.audit.interaction import SUITE, InteractionAudit, build_pair_sets, suite_from
 from recbole_tru.audit.shadow import train_shadow
-from recbole_tru.audit.user import HeldOutUsers, UserAudit, hold_out_users, split_loaders
+from recbole_tru.audit.user import UserAudit
 
-__all__ = ["Audit", "audit_rng", "Attack", "ATTACKS", "make_attack", "SUITE", "HeldOutUsers", "hold_out_users",
-           "split_loaders", "wants_held_out_users"]
+__all__ = ["Audit", "audit_rng", "Attack", "ATTACKS", "make_attack", "SUITE", "wants_held_out_users"]
 
 # independent seed streams of one audit (a change in one part never shifts another's draws)
 PAIRS, SHADOW, SVD = 0, 1, 2

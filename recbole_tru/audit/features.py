@@ -25,22 +25,11 @@ also a statistic TRU does not calibrate (TRU matches ranks under the retained-hi
 import numpy as np
 import torch
 
-from recbole_tru.unlearn.ranking import user_scores
+from recbole_tru.model.ranking import user_scores
 
 OUTPUT_FEATURES = ("score", "log_rank", "pct", "margin_top1", "margin_top10", "zscore", "margin_hist")
 DELTA = "delta"
 TOP = 10
-
-
-def csr(users, items, n_users):
-    """CSR ``(indptr [n_users + 1], indices)`` of the distinct items of each user."""
-    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
-    n_items = int(items.max()) + 1 if len(items) else 1
-    keys = np.unique(users * n_items + items)
-    users, items = keys // n_items, keys % n_items
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
-    return indptr, items
 
 
 def dense_mask(history, block, n_items):

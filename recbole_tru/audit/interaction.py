@@ -40,7 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from recbole_tru.audit.attacks import make_attack
-from recbole_tru.audit.features import DELTA, OUTPUT_FEATURES, csr, pair_features
+from recbole_tru.audit.features import DELTA, OUTPUT_FEATURES, pair_features
+from recbole_tru.data.split import csr
 
 SCALE_FREE = ("log_rank", "pct", "zscore")
 PAIR = "pair"       # entry of a feature mapping: the pair's key u * n_items + i (not a feature)

@@ -24,8 +24,8 @@ import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.sampler import Sampler
 
-from recbole_tru.quick_start import cached_fit, fit
-from recbole_tru.unlearn.data import with_overrides
+from recbole_tru.data.retained import with_overrides
+from recbole_tru.training import cached_fit, fit
 
 
 @dataclass

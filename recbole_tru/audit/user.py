@@ -13,80 +13,20 @@ model that never saw ``u`` recommends from its user-independent prior. The attac
 trained on a shadow recommender (:mod:`recbole_tru.audit.shadow`): shadow-in users = members
 (label 1), shadow-out users = non-members (label 0), histories = their retained training items.
 It is evaluated on the audited model: deleted users (history = their deleted training items)
-vs never-seen users, held out before any model is trained (:func:`hold_out_users`).
+vs never-seen users, held out before any model is trained (:func:`recbole_tru.data.split.hold_out_users`).
 
 Deviations: the item vectors come from a truncated SVD (the paper factorises the interaction
 matrix too, by MF), and ``‖x_u‖`` is appended to ``x_u`` as one more feature, which lets the
 logistic classifier (default; ``audit_user_classifier: mlp`` for the paper's MLP) use the
 distance as well as its direction.
 """
-import hashlib
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.sparse as sp
-import torch
 from scipy.sparse.linalg import svds
 
 from recbole_tru.audit.attacks import ThresholdAttack, make_attack
-from recbole_tru.audit.features import csr
-from recbole_tru.unlearn.ranking import topk_lists
-
-HOLDOUT_STREAM = 3        # seed stream of the hold-out draw (independent of the audit's others)
-
-
-@dataclass
-class HeldOutUsers:
-    """Users removed from every split before training: never seen by any model."""
-
-    users: np.ndarray            # sorted user ids
-    history_users: np.ndarray    # their training interactions (user, item)
-    history_items: np.ndarray
-
-    def history(self, n_users):
-        return csr(self.history_users, self.history_items, n_users)
-
-    def digest(self):
-        """A short key of the held-out users (for checkpoint caches: a model trained with
-        these users held out is a different model)."""
-        return hashlib.sha256(np.ascontiguousarray(self.users, np.int64).tobytes()).hexdigest()[:16]
-
-
-def _without_users(dataset, users):
-    uid = dataset.inter_feat[dataset.uid_field].numpy()
-    return dataset.copy(dataset.inter_feat[torch.from_numpy(np.flatnonzero(~np.isin(uid, users)))])
-
-
-def hold_out_users(config, train_dataset, valid_dataset, test_dataset):
-    """Hold out ``audit_user_holdout`` of the users with training interactions (seeded by
-    ``audit_seed``): returns ``((train, valid, test) without any of their rows, HeldOutUsers)``.
-    Call it before training the original model, so that no model ever trains on them."""
-    share = config["audit_user_holdout"]
-    if not 0 < share < 1:
-        raise ValueError(f"config key 'audit_user_holdout' must be in (0, 1), got {share!r}")
-    inter = train_dataset.inter_feat
-    users = inter[train_dataset.uid_field].numpy().astype(np.int64)
-    items = inter[train_dataset.iid_field].numpy().astype(np.int64)
-    active = np.unique(users)
-    n = int(np.clip(round(share * len(active)), 1, len(active) - 1))
-    rng = np.random.default_rng([int(config["audit_seed"]), HOLDOUT_STREAM])
-    chosen = np.sort(rng.choice(active, size=n, replace=False))
-    mine = np.isin(users, chosen)
-    held = HeldOutUsers(chosen, users[mine], items[mine])
-    datasets = tuple(_without_users(d, chosen) for d in (train_dataset, valid_dataset, test_dataset))
-    return datasets, held
-
-
-def split_loaders(config, train_dataset, valid_dataset, test_dataset):
-    """RecBole's train / valid / test loaders for already split data sets, built the way
-    ``recbole.data.data_preparation`` builds them."""
-    from recbole.data.utils import create_samplers, get_dataloader
-
-    built = [train_dataset, valid_dataset, test_dataset]
-    train_sampler, valid_sampler, test_sampler = create_samplers(config, train_dataset, built)
-    return (get_dataloader(config, "train")(config, train_dataset, train_sampler, shuffle=config["shuffle"]),
-            get_dataloader(config, "valid")(config, valid_dataset, valid_sampler, shuffle=False),
-            get_dataloader(config, "test")(config, test_dataset, test_sampler, shuffle=False))
+from recbole_tru.data.split import csr
+from recbole_tru.model.ranking import topk_lists
 
 
 def item_vectors(users, items, n_users, n_items, dim, rng):

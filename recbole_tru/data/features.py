@@ -16,21 +16,23 @@ instead of the text while it is valid. ``key`` = format version, separator, the 
 its modification time (ns) and the sha256 of its first and last MiB: any change to the source
 (rewritten, edited, touched) makes the cache stale, and a stale, unreadable or inconsistent
 cache is ignored and rebuilt. Only files of at least ``CACHE_MIN_BYTES`` are cached unless the
-caller asks (``cache=True``/``False``); the cache is written atomically (temporary name, then
-``os.replace``) and skipped, with a warning, where the folder is not writable. The header and
-the expected dimension are checked on every read, cached or not; the other checks ran when the
-cache was built from the text (and finiteness and shapes are checked again on load).
+caller asks (``cache=True``/``False``); the cache is written atomically
+(:func:`recbole_tru.files.atomic_write`, replacing a stale one) and skipped, with a warning,
+where the folder is not writable. The header and the expected dimension are checked on every
+read, cached or not; the other checks ran when the cache was built from the text (and
+finiteness and shapes are checked again on load).
 """
 import csv
 import hashlib
 import logging
 import os
-import uuid
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from recbole_tru.files import atomic_write
 
 CACHE_SUFFIX = ".cache.npz"
 CACHE_VERSION = "recbole_tru-features-v1"
@@ -185,13 +187,13 @@ def _load_cache(path, key):
 
 
 def _write_cache(path, key, tokens, matrix):
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
+    def write(tmp):
+        with open(tmp, "wb") as f:
             np.savez(f, key=np.array(key), tokens=np.asarray(tokens, dtype=str), matrix=matrix)
-        os.replace(tmp, path)
+
+    try:
+        atomic_write(path, write, replace=True)         # a stale cache is replaced
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         logging.getLogger(__name__).warning(f"{path}: feature cache not written ({err})")
 
 

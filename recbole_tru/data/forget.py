@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recbole_tru.checkpoint import atomic_write
+from recbole_tru.files import atomic_write
 
 REGIMES = ("interaction", "user", "item", "request")
 USER_MODES = ("random", "core", "edge")

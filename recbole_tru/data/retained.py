@@ -1,6 +1,6 @@
 """Everything an unlearning run reads, with the forget set deleted first.
 
-From the training split and a :class:`~recbole_tru.unlearn.forget.ForgetSet`, this builds the
+From the training split and a :class:`~recbole_tru.data.forget.ForgetSet`, this builds the
 retained data ``D_r = D \\ D_f`` and every loader the methods and the judge use. The forget set
 is removed from everything the model reads: the retained training interactions (which a graph
 backbone is rebuilt from), the negative sampler of every retain loader, and the history masks
@@ -15,7 +15,7 @@ from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 from recbole.data.interaction import Interaction
 from recbole.sampler import Sampler
 
-from recbole_tru.unlearn.forget import heldout_keep_mask
+from recbole_tru.data.forget import heldout_keep_mask
 
 FORGET_PAIR = "forget_pair"      # field of forget batches: the pair's index in the forget set
 

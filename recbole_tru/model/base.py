@@ -11,7 +11,7 @@ lives, which the unlearning methods need:
 * :meth:`pair_scores` -- scores of several aligned (user, item) sets from ONE forward pass;
 * optionally ``score_items(users, items)`` -- scores [users, items] against a subset of the
   catalogue without scoring all of it (TRU's sampled rank checks; without it they take the
-  columns of :meth:`full_sort_predict`, see ``recbole_tru.unlearn.ranking``).
+  columns of :meth:`full_sort_predict`, see ``recbole_tru.model.ranking``).
 
 Item features are non-persistent buffers (``feat_<modality>``): they come from the data set's
 feature files, so checkpoints hold parameters only.

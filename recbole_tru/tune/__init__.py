@@ -6,7 +6,7 @@ parallel tasks SISA trains its shards with. Nothing else in the package imports 
 * :mod:`~recbole_tru.tune.trial` -- the function trainable;
 * :mod:`~recbole_tru.tune.sweep` -- :func:`run_sweep`, the driver (``--tune=<file>``);
 * :mod:`~recbole_tru.tune.report` -- ``trials.csv``, ``best.yaml``, ``pareto.png``;
-* :mod:`~recbole_tru.tune.cluster` -- local Ray or ``--ray_address``; parallel tasks.
+* :mod:`~recbole_tru.cluster` -- local Ray or ``--ray_address``; parallel tasks.
 """
 from recbole_tru.tune.sweep import run_sweep
 

@@ -17,7 +17,7 @@ request is not the one that is judged. The chosen settings are then judged on a 
 """
 from recbole.trainer import Trainer
 
-from recbole_tru.unlearn.ranking import drop_score_cache
+from recbole_tru.model.ranking import drop_score_cache
 
 K = 20
 

@@ -10,11 +10,11 @@
 """
 import csv
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import yaml
+
+from recbole_tru.files import atomic_write
 
 METRICS = ("objective", "valid_ndcg@20", "valid_recall@20", "forget_recall@20", "forget_gap", "unlearn_seconds")
 
@@ -48,14 +48,13 @@ def trial_rows(results, keys):
 
 def write_csv(path, rows, fieldnames):
     """Write (or replace) ``path`` atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return atomic_write(path, write, replace=True)
 
 
 def read_csv(path):

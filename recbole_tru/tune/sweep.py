@@ -34,18 +34,19 @@ from ray.tune.search import BasicVariantGenerator
 from recbole.utils import set_color
 
 from recbole_tru.checkpoint import save_checkpoint
+from recbole_tru.cluster import ray_session
 from recbole_tru.config import PACKAGE_ROOT
-from recbole_tru.quick_start import load_data
-from recbole_tru.tune.cluster import ray_session
+from recbole_tru.data.forget import select_forget
+from recbole_tru.data.retained import UnlearnData, with_overrides
+from recbole_tru.files import unique_path
+from recbole_tru.training import load_data
 from recbole_tru.tune.objective import CalibrationScore
 from recbole_tru.tune.report import (METRICS, plot_pareto, select_best, trial_rows, write_best_yaml,
                                      write_csv)
 from recbole_tru.tune.space import SearchSpaceError, load_search_space
 from recbole_tru.tune.trial import run_trial
 from recbole_tru.unlearn import pipeline
-from recbole_tru.unlearn.data import UnlearnData, with_overrides
 from recbole_tru.unlearn.evaluation import Judge
-from recbole_tru.unlearn.forget import select_forget
 
 SCHEDULERS = ("asha", "fifo")
 ASHA_MAX_T = 1000          # epochs: a cap above any trial's, so ASHA never ends a trial for length alone
@@ -71,9 +72,7 @@ def check_settings(space, config):
 def sweep_folder(config, method):
     base = Path(config["output_dir"]).resolve() / (
         f"sweep-{method}-{config['model']}-{config['dataset']}-{config['forget_regime']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    path, n = base, 1
-    while path.exists():
-        path, n = Path(f"{base}-{n}"), n + 1
+    path = unique_path(base)
     path.mkdir(parents=True)
     return path
 

@@ -12,10 +12,10 @@ from ray import tune
 
 from recbole_tru.checkpoint import load_into
 from recbole_tru.config import Config
-from recbole_tru.quick_start import build_model, quiet_logging
+from recbole_tru.data.retained import UnlearnData
 from recbole_tru.registry import get_unlearn_trainer
+from recbole_tru.training import build_model, quiet_logging
 from recbole_tru.tune.objective import CalibrationScore
-from recbole_tru.unlearn.data import UnlearnData
 
 
 def trial_config(bundle, params):

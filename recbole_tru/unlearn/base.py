@@ -8,6 +8,7 @@ epochs. Every hyperparameter is a config key ``<method>_<key>`` declared in
 ``properties/unlearn/<method>.yaml``.
 """
 import time
+from contextlib import contextmanager
 
 from recbole.trainer import Trainer
 
@@ -18,6 +19,34 @@ def cycle(loader):
     """Endless batches from a RecBole loader (reshuffled every pass)."""
     while True:
         yield from loader
+
+
+class UntilStop:
+    """The batches of one pass of ``loader`` until ``stop()`` (asked before every step) is true.
+
+    The rest of the pass is still drawn (not trained on), so the samplers' random streams, and
+    with them the repair's batches, do not depend on where in a pass the stop fell."""
+
+    def __init__(self, loader, stop):
+        self.loader, self.stop, self.stopped = loader, stop, False
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getattr__(self, name):            # RecBole's loop reads loader attributes (``shuffle``)
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        for batch in batches:
+            if self.stop():
+                self.stopped = True
+                for _ in batches:
+                    pass
+                return
+            yield batch
 
 
 class UnlearnTrainer(Trainer):
@@ -37,6 +66,9 @@ class UnlearnTrainer(Trainer):
         self.log = []             # per-epoch records: {"epoch", "loss", ...}
         self.seconds = 0.0
         self._callback_seconds = 0.0
+        self.phase_seconds = {}   # part of the method -> seconds (see _timed)
+        self._frozen = []         # parameters _freeze turned off
+        self._hooks = []          # gradient hooks _unfreeze removes
 
     def option(self, key):
         return self.config[f"{self.name}_{key}"]
@@ -55,6 +87,30 @@ class UnlearnTrainer(Trainer):
         self.fit(self.train_loader(), valid_data=None, saved=False, verbose=False, show_progress=show_progress)
         self.seconds = time.perf_counter() - start - self._callback_seconds
         return self.model
+
+    @contextmanager
+    def _timed(self, part):
+        """Add the block's wall time to ``phase_seconds[part]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_seconds[part] = self.phase_seconds.get(part, 0.0) + time.perf_counter() - start
+
+    def _freeze(self, trainable):
+        """Stop gradients to every parameter not named in ``trainable`` (until :meth:`_unfreeze`)."""
+        self._frozen = [p for n, p in self.model.named_parameters() if n not in trainable and p.requires_grad]
+        for p in self._frozen:
+            p.requires_grad_(False)
+
+    def _unfreeze(self):
+        """Undo :meth:`_freeze` and remove the gradient hooks in ``_hooks``."""
+        for p in self._frozen:
+            p.requires_grad_(True)
+        self._frozen = []
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
 
     def _after_epoch(self, epoch_idx, loss, **record):
         self.log.append({"epoch": epoch_idx, "loss": float(loss or 0.0), **record})

@@ -7,11 +7,12 @@ RecBole's own models (BPR, LightGCN, ...) it is read off their embedding tables:
 """
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from recbole.data.interaction import Interaction
 
-from recbole_tru.losses import bpr_loss
+from recbole_tru.losses import bpr_loss, reverse_bpr_loss
 from recbole_tru.model.base import MultimodalRecommender
 
 
@@ -89,3 +90,19 @@ def reset_rows(model, fresh, tables, ids):
     for name, offset in tables:
         index = torch.as_tensor(ids, dtype=torch.long, device=params[name].device) + offset
         params[name][index] = fresh_params[name][index].to(params[name].device)
+
+
+def user_sensitivity(model, tables, n_users, forget_batches, retain_batches, batches, device):
+    """Per-user mean squared forget gradient and retain Fisher over the user ``tables``
+    (``[(parameter, row offset)]``), from ``batches`` equal-size batches of each source
+    (per-example averages, the same convention for both). Returns ``(g_f2, f_r)`` [n_users]."""
+    g_f2, f_r = np.zeros(n_users), np.zeros(n_users)
+    for _ in range(batches):
+        for source, acc, loss_fn in ((forget_batches, g_f2, reverse_bpr_loss), (retain_batches, f_r, bpr_loss)):
+            batch = next(source).to(device)
+            pos, neg = pair_scores(model, batch[model.USER_ID], batch[model.ITEM_ID], batch[model.NEG_ITEM_ID])
+            grads = torch.autograd.grad(loss_fn(pos, neg), [p for p, _ in tables], allow_unused=True)
+            for (p, off), g in zip(tables, grads):
+                if g is not None:
+                    acc += g[off:off + n_users].pow(2).reshape(n_users, -1).mean(1).detach().cpu().numpy() / batches
+    return g_f2, f_r

@@ -11,7 +11,7 @@
 import numpy as np
 from recbole.trainer import Trainer
 
-from recbole_tru.unlearn.ranking import drop_score_cache, topk_lists
+from recbole_tru.model.ranking import drop_score_cache, topk_lists
 
 
 class Judge:

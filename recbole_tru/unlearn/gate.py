@@ -121,3 +121,68 @@ class GuardedStop:
         elif self.rises >= self.patience:
             self.reason = f"distance rose {self.rises} checks in a row"
         return self.reason is not None
+
+
+def cold_items(data, n):
+    """Items a retrained model has (almost) no positive evidence for: the ``n`` non-deleted
+    items with the fewest retained interactions (ties by id)."""
+    counts = np.bincount(data.retain_items, minlength=data.n_items).astype(float)
+    counts[0] = np.inf
+    counts[data.forget.deleted_items] = np.inf
+    order = np.lexsort((np.arange(len(counts)), counts))
+    return order[:n][np.isfinite(counts[order[:n]])]
+
+
+def reference_pairs(data, partial_pair, item_pair, cold, size, rng):
+    """Never-trained pairs per group, drawn once with ``rng`` (their ranks are re-scored at each
+    check): ``{"partial": (users, items)}`` -- validation pairs of the partially deleted users
+    (any validation pairs if they have none) -- and ``{"item": ...}`` -- the deleted items'
+    users paired with ``cold`` items, never a pair of the training history."""
+    f, groups = data.forget, {}
+    partial_users = np.unique(f.users[partial_pair])
+    if len(partial_users):
+        pick = np.flatnonzero(np.isin(data.valid_users, partial_users))
+        if len(pick) == 0:
+            pick = np.arange(len(data.valid_users))
+        pick = rng.choice(pick, size=min(size, len(pick)), replace=False)
+        groups["partial"] = (data.valid_users[pick], data.valid_items[pick])
+    if item_pair.any():
+        users = rng.choice(f.users[item_pair], size=size, replace=True)
+        items = rng.choice(cold, size=size, replace=True)
+        indptr, seen = data.train_history()
+        fresh = np.array([i not in seen[indptr[u]:indptr[u + 1]] for u, i in zip(users, items)], dtype=bool)
+        groups["item"] = (users[fresh], items[fresh])
+    return groups
+
+
+def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weights, *, match, gate,
+               temperature, stop_metric, stop_k):
+    """One check of the gate over the groups (``masks``: group -> forget-pair mask): sets the gate
+    ``weights`` of each group's pairs in place (when ``gate``) and returns the check's record,
+    whose ``distance`` (the stop's: Recall@``stop_k`` gap or KS, pair-weighted over groups) the
+    guarded stop reads."""
+    distance, total, record = 0.0, 0, {}
+    for name, mask in masks.items():
+        if name not in reference_ranks or not mask.any():
+            continue
+        idx, ref_users, ref = np.flatnonzero(mask), groups[name][0], reference_ranks[name]
+        if name == "partial" and match == "user":
+            targets = matched_targets_per_user(forget_users[idx], forget_ranks[idx], ref_users, ref)
+        else:
+            targets = matched_targets(forget_ranks[idx], ref)
+        if gate:
+            weights[idx] = gate_weights(forget_ranks[idx], targets, temperature)
+        ks = ks_distance(forget_ranks[idx], ref)
+        record[f"ks_{name}"] = ks
+        if stop_metric == "recall":
+            gap = recall_gap(forget_users[idx], forget_ranks[idx], ref_users, ref, stop_k)
+            record[f"recall_gap_{name}"] = gap
+            distance += gap * len(idx)
+        else:
+            distance += ks * len(idx)
+        total += len(idx)
+        record[f"gate_{name}"] = float(weights[idx].mean())
+        record[f"median_rank_{name}"] = float(np.median(forget_ranks[idx]))
+        record[f"median_reference_rank_{name}"] = float(np.median(ref))
+    record["distance"] = distance / max(total, 1)
+    return record

@@ -16,14 +16,16 @@ from pathlib import Path
 import numpy as np
 from recbole.utils import set_color
 
-from recbole_tru.audit import Audit, hold_out_users, split_loaders, wants_held_out_users
-from recbole_tru.checkpoint import atomic_write
+from recbole_tru.audit import Audit, wants_held_out_users
+from recbole_tru.data.forget import save_forget_set, select_forget
+from recbole_tru.data.retained import UnlearnData
+from recbole_tru.data.split import hold_out_users, split_loaders
+from recbole_tru.files import atomic_write, unique_path
 from recbole_tru.provenance import environment
-from recbole_tru.quick_start import build_model, cached_fit, fit
 from recbole_tru.registry import get_unlearn_trainer
-from recbole_tru.unlearn.data import UnlearnData
+from recbole_tru.terminal import Progress
+from recbole_tru.training import build_model, cached_fit, fit
 from recbole_tru.unlearn.evaluation import Judge
-from recbole_tru.unlearn.forget import save_forget_set, select_forget
 
 METRIC_ORDER = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
@@ -35,9 +37,7 @@ def forget_digest(forget):
 def run_folder(config):
     """A new folder for this run (never an existing one)."""
     base = Path(config["output_dir"]) / f"{config['model']}-{config['dataset']}-{config['forget_regime']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = base, 1
-    while path.exists():
-        path, n = Path(f"{base}-{n}"), n + 1
+    path = unique_path(base)
     path.mkdir(parents=True)
     return path
 
@@ -99,47 +99,69 @@ def prepare_splits(config, train_data, valid_data, test_data):
 
 
 def run_unlearning(config, dataset, train_data, valid_data, test_data, methods):
+    """The whole unlearning run (see module); one progress line as each stage starts and ends:
+    the original model, the deletion request, the retrained reference, the evaluation and audit
+    of both, then each method (``retrain`` is the reference itself)."""
     logger = getLogger()
     out = run_folder(config)
     cache = Path(config["output_dir"]) / "cache"
+    unlearners = [name for name in methods if name != "retrain"]
+    progress = Progress(4 + len(unlearners), logger)
     (train_data, valid_data, test_data), held_out, held_key = prepare_splits(config, train_data, valid_data, test_data)
-    original, original_summary, original_cached = train_reference(config, (train_data, valid_data), cache,
-                                                                  "original", held_key)
-    forget = select_forget(config, train_data.dataset, heldout=(valid_data.dataset, test_data.dataset))
-    save_forget_set(forget, train_data.dataset, out)
-    logger.info(set_color("forget set", "yellow") + f": {forget.stats()}")
-    data = UnlearnData(config, train_data.dataset, valid_data.dataset, test_data.dataset, forget)
-    retrained, retrain_summary, retrain_cached = train_reference(
-        config, (data.retain_loader(), data.eval_loader("valid")), cache, "retrain", forget_digest(forget) + held_key)
-    judge = Judge(config, data, retrained)
-    audit = Audit(config, data, original, held_out=held_out) if config["audit_enabled"] else None
-    audited = audit.run if audit else (lambda model: {})
-    results = {
-        "model": config["model"], "dataset": config["dataset"], "forget": forget.stats(),
-        "environment": environment(),
-        "audit": audit.info() if audit else None,
-        "original": {**judge.report(original), **audited(original), "training": original_summary,
-                     "cached": original_cached},
-        "retrain_reference": {**judge.reference, **audited(retrained), "training": retrain_summary,
-                              "cached": retrain_cached},
-        "methods": {},
-    }
+    with progress.stage("original model") as stage:
+        original, original_summary, original_cached = train_reference(config, (train_data, valid_data), cache,
+                                                                      "original", held_key)
+        stage.note = _how_trained(original_summary, original_cached)
+    with progress.stage("deletion request") as stage:
+        forget = select_forget(config, train_data.dataset, heldout=(valid_data.dataset, test_data.dataset))
+        save_forget_set(forget, train_data.dataset, out)
+        logger.info(set_color("forget set", "yellow") + f": {forget.stats()}")
+        data = UnlearnData(config, train_data.dataset, valid_data.dataset, test_data.dataset, forget)
+        stage.note = f"{forget.stats()['interactions']} interactions to forget"
+    with progress.stage("retrained reference") as stage:
+        retrained, retrain_summary, retrain_cached = train_reference(
+            config, (data.retain_loader(), data.eval_loader("valid")), cache, "retrain", forget_digest(forget) + held_key)
+        stage.note = _how_trained(retrain_summary, retrain_cached)
+    with progress.stage("audit of the original and the reference" if config["audit_enabled"]
+                        else "evaluation of the original and the reference"):
+        judge = Judge(config, data, retrained)
+        audit = Audit(config, data, original, held_out=held_out) if config["audit_enabled"] else None
+        audited = audit.run if audit else (lambda model: {})
+        results = {
+            "model": config["model"], "dataset": config["dataset"], "forget": forget.stats(),
+            "environment": environment(),
+            "audit": audit.info() if audit else None,
+            "original": {**judge.report(original), **audited(original), "training": original_summary,
+                         "cached": original_cached},
+            "retrain_reference": {**judge.reference, **audited(retrained), "training": retrain_summary,
+                                  "cached": retrain_cached},
+            "methods": {},
+        }
     for name in methods:
         if name == "retrain":
             results["methods"][name] = {**judge.report(retrained), **audited(retrained),
                                         "seconds": retrain_summary["seconds"], "epochs": retrain_summary["epochs"],
                                         "cached": retrain_cached}
             continue
-        logger.info(set_color(f"unlearning with {name}", "green"))
-        model, trainer, curve = unlearn_method(config, name, data, original, judge)
-        results["methods"][name] = {**judge.report(model), **audited(model), "seconds": trainer.seconds,
-                                    "speedup_vs_retrain": retrain_summary["seconds"] / max(trainer.seconds, 1e-9),
-                                    "trajectory": curve, "details": _trainer_details(trainer)}
+        with progress.stage(f"unlearning with {name}") as stage:
+            model, trainer, curve = unlearn_method(config, name, data, original, judge)
+            results["methods"][name] = {**judge.report(model), **audited(model), "seconds": trainer.seconds,
+                                        "speedup_vs_retrain": retrain_summary["seconds"] / max(trainer.seconds, 1e-9),
+                                        "trajectory": curve, "details": _trainer_details(trainer)}
+            stage.note = f"of which {name} itself {trainer.seconds:.1f} s, the rest evaluation" + (
+                " and audit" if audit else "")
     write_results(out, results)
     print(format_table(results))
     print(f"results written to {out}")
     results["output_dir"] = str(out)
     return results
+
+
+def _how_trained(summary, cached):
+    epochs = f"{summary['epochs']} epoch" + ("" if summary["epochs"] == 1 else "s")
+    if cached:
+        return f"loaded from the cache (trained {epochs} in {summary['seconds']:.1f} s)"
+    return f"trained {epochs}"
 
 
 def result_rows(results):

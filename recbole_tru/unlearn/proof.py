@@ -18,7 +18,7 @@ membership audit's question, not this proof's.
 import numpy as np
 import torch
 
-from recbole_tru.unlearn.forget import heldout_keep_mask
+from recbole_tru.data.forget import heldout_keep_mask
 
 
 def forgotten_keys(forget, n_items):

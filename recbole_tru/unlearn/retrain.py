@@ -1,5 +1,5 @@
 """``retrain``: the gold standard -- a model trained from scratch on the retained data."""
-from recbole_tru.quick_start import build_model, fit_trainer
+from recbole_tru.training import build_model, fit_trainer
 from recbole_tru.unlearn.base import UnlearnTrainer
 
 

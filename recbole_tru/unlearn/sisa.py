@@ -20,7 +20,7 @@ are trained untimed, or loaded from ``<output_dir>/cache`` (``unlearn_cache``).
 Deviations from the paper: no slicing (each shard is trained in one go: the backbones train in
 a minute, so checkpointing slices would save little), and scores are averaged rather than
 label votes (recommendation ranks a catalogue; it has no labels to vote on). With
-``sisa_parallel`` the shards train as Ray tasks of one CPU each (:mod:`recbole_tru.tune.cluster`,
+``sisa_parallel`` the shards train as Ray tasks of one CPU each (:mod:`recbole_tru.cluster`,
 which attaches to ``ray_address`` when set); without it, one after another in this process.
 """
 import contextlib
@@ -38,9 +38,9 @@ from recbole.utils import InputType
 
 from recbole_tru.checkpoint import config_fingerprint, data_fingerprint, read_checkpoint, save_checkpoint
 from recbole_tru.config import PLUGIN_PREFIXES
-from recbole_tru.quick_start import build_model, fit
+from recbole_tru.data.retained import with_overrides
+from recbole_tru.training import build_model, fit
 from recbole_tru.unlearn.base import UnlearnTrainer
-from recbole_tru.unlearn.data import with_overrides
 
 SPLITS = ("user", "random")
 
@@ -155,7 +155,7 @@ class SISATrainer(UnlearnTrainer):
     def _session(self):
         if not self.config["sisa_parallel"]:
             return contextlib.nullcontext()
-        from recbole_tru.tune.cluster import ray_session   # the Ray layer (only with sisa_parallel)
+        from recbole_tru.cluster import ray_session   # the Ray layer (only with sisa_parallel)
 
         return ray_session(self.config["ray_address"])
 
@@ -163,7 +163,7 @@ class SISATrainer(UnlearnTrainer):
         if not jobs:
             return []
         if self.config["sisa_parallel"]:
-            from recbole_tru.tune.cluster import parallel_map
+            from recbole_tru.cluster import parallel_map
 
             return parallel_map(train_shard, shared, jobs, self.config["ray_address"])
         return [train_shard(shared, job) for job in jobs]

@@ -1,44 +1,38 @@
 """``tru``: targeted reverse update (after arXiv 2604.02183; the project's own formulation,
-documented in ``../shared/design/TRU.md`` and the README).
+defined in ``docs/tru.md``).
 
 Three coordinated interventions, then a repair, each switched by its own config key:
 
 1. **Capacity-aware layer isolation** (``tru_reset``, ``tru_route``, ``tru_isolate``,
-   ``tru_budget``). Capacity that the deleted data owns is reset to its never-trained state
-   (the rows of users left with no interaction; the ID rows of items left with none -- their
-   content branches stay, the retrained model still scores their content). The forget gradient
-   is routed to the user-side rows of the affected users; during the targeted update only the
-   isolation mask (those rows, optionally only the ``tru_budget`` share with the highest
-   forget/retain sensitivity) moves at all.
-2. **Ranking fusion gate** (``tru_gate``, ``tru_stop``). Before every ``tru_check_steps`` steps
-   the forget pairs and a live reference of never-trained pairs are ranked under the CURRENT
-   model: validation pairs of the affected users for partially deleted users; items with no (or
-   the fewest) retained interactions for deleted items (ranks against the whole catalogue, or
-   estimated from a seeded item sample of ``tru_rank_sample`` items on a larger catalogue, so
-   a check's cost does not grow with it). Forget pairs are quantile-matched to the
-   reference and weighted by ``g = clip(tanh((log r_target - log r_ui) / T), 0, 1)``; the
-   guarded stop ends the update when the distance to the reference (``tru_stop_metric``: the
-   Recall@k gap over the same users, or the KS distance) is below ``tru_stop_delta`` or rose
-   ``tru_stop_patience`` checks in a row, and restores the lowest-distance state.
-3. **Branch-wise modality scaling** (``tru_scaling``). Each branch (``id`` and one per
-   modality) is its own optimizer parameter group with learning-rate multiplier
-   ``α_b = clip(1 + cos(∇_b L_f, ∇_b L_r), tru_alpha_min, 1)``, re-measured every
-   ``tru_scale_refresh`` steps on the masked rows.
+   ``tru_budget``): capacity the deleted data owns (rows of users left with no interaction, ID
+   rows of items left with none) is reset to its never-trained state; the forget gradient is
+   routed to the affected users' rows, and only that isolation mask (optionally only the
+   ``tru_budget`` most forget/retain-sensitive share) moves during the targeted update.
+2. **Ranking fusion gate** (``tru_gate``, ``tru_stop``): every ``tru_check_steps`` steps the
+   forget pairs and a reference of never-trained pairs are ranked under the current model
+   (exactly, or on a seeded ``tru_rank_sample`` of the catalogue); forget pairs are
+   quantile-matched to the reference and weighted by ``g = clip(tanh((log r_target - log
+   r_ui) / T), 0, 1)``; the guarded stop ends the update when the distance to the reference
+   (``tru_stop_metric``) is below ``tru_stop_delta`` or rose ``tru_stop_patience`` checks in a
+   row, and restores the lowest-distance state.
+3. **Branch-wise modality scaling** (``tru_scaling``): each branch (``id``, one per modality)
+   is an optimizer group with learning-rate multiplier ``α_b = clip(1 + cos(∇_b L_f, ∇_b L_r),
+   tru_alpha_min, 1)``, re-measured every ``tru_scale_refresh`` steps on the masked rows.
 
-Both phases step with :class:`~recbole_tru.unlearn.optim.RowAdam` (Adam's updates, touching only
-the rows that have had a gradient), so a step costs what the request moves, not the tables.
+Repair (``tru_repair_epochs``): BPR on ``tru_repair_budget × |D_f|`` retained interactions
+around the update, dense shared layers frozen unless ``tru_repair_dense``; when the stop returns
+the state before any targeted step, it covers the reset items' pairs only, or nothing. Both
+update phases step with :class:`~recbole_tru.unlearn.optim.RowAdam`, so a step costs what the
+request moves, not the tables.
 
-Repair (``tru_repair_epochs``): BPR on a sample of ``tru_repair_budget × |D_f|`` retained
-interactions from the neighbourhood of the targeted update (the users and items of the gated
-pairs), dense shared layers frozen unless ``tru_repair_dense``. When the guarded stop returns
-the state before any targeted step, only the reset edited the model: the repair then covers the
-reset items' pairs only (``tru_repair_budget`` × their number), or nothing.
+The targeted step minimises ``λ_f · mean(g · L_rev) + λ_r · L_bpr(retain batch)``; routing adds
+the masked forget gradient ``G`` (``torch.autograd.grad``) as the surrogate ``Σ <G, θ>``.
 
-The targeted step minimises ``λ_f · mean(g · L_rev) + λ_r · L_bpr(retain batch)``, the retain
-batch drawn from the affected users' retained interactions. Routing is implemented with a
-surrogate: the routed forget gradient ``G`` (masked rows only) is computed with
-``torch.autograd.grad`` and added to the retain loss as ``Σ <G, θ>``, whose gradient is ``G``,
-so RecBole's own ``_train_epoch`` loop performs the step.
+:meth:`TRUTrainer.unlearn` runs the named phases :meth:`~TRUTrainer.reset`,
+:meth:`~TRUTrainer.targeted_update` and :meth:`~TRUTrainer.repair`; each of their passes is one
+call of RecBole's ``Trainer._train_epoch`` with the phase's ``loss_func``, and the guarded stop
+ends a pass before a step (:class:`~recbole_tru.unlearn.base.UntilStop`). ``phase_seconds``
+records the time of ``reset``, ``checks``, ``targeted_steps`` (without the checks), ``repair``.
 """
 import time
 
@@ -46,15 +40,15 @@ import numpy as np
 import torch
 from recbole.trainer import Trainer
 
-from recbole_tru.losses import bpr_loss, reverse_bpr_loss
-from recbole_tru.quick_start import build_model
-from recbole_tru.unlearn.base import UnlearnTrainer, cycle
-from recbole_tru.unlearn.capacity import describe, forget_scores_and_retain_loss, pair_scores, reset_rows, row_mask
-from recbole_tru.unlearn.data import FORGET_PAIR
-from recbole_tru.unlearn.gate import (GuardedStop, gate_weights, ks_distance, matched_targets,
-                                      matched_targets_per_user, recall_gap)
+from recbole_tru.data.retained import FORGET_PAIR
+from recbole_tru.losses import reverse_bpr_loss
+from recbole_tru.model.ranking import pair_ranks, sample_items
+from recbole_tru.training import build_model
+from recbole_tru.unlearn.base import UnlearnTrainer, UntilStop, cycle
+from recbole_tru.unlearn.capacity import (describe, forget_scores_and_retain_loss, reset_rows, row_mask,
+                                          user_sensitivity)
+from recbole_tru.unlearn.gate import GuardedStop, cold_items, gate_check, reference_pairs
 from recbole_tru.unlearn.optim import RowAdam
-from recbole_tru.unlearn.ranking import pair_ranks, sample_items
 
 
 class TRUTrainer(UnlearnTrainer):
@@ -73,68 +67,89 @@ class TRUTrainer(UnlearnTrainer):
         self.gated_items = np.unique(f.items[self.item_pair])          # deleted items with gated pairs
         self.max_epochs = int(self.option("epochs"))
         self.repair_epochs = int(self.option("repair_epochs"))
-        self.epochs = self.max_epochs + self.repair_epochs
         self.lambda_f, self.lambda_r = float(self.option("forget_weight")), float(self.option("retain_weight"))
         self.weights = np.zeros(len(f.rows))                       # gate value per forget pair
         self.weights[self.gated] = 1.0
-        self.phase = "targeted"
-        self.step = 0
+        self.step = 0                                              # targeted steps taken
+        self.stop_reason = None
+        self.show_progress = False
         self.repair_pairs = None                                   # None: the gated pairs, budget × |D_f|
         self.checks = []                                           # one record per gate check
         self.alphas = {}
         self.routed_rows = {}                                      # param name -> row mask
-        self._hooks = []
-        self._frozen = []
         self._rng = np.random.default_rng(config["forget_seed"])
-        self._reference = None
+        self._reference = None                                     # never-trained pairs, drawn once
         self._frozen_ranks = None                                  # reference ranks at the first check
-        # the checks' item sample (None: exact ranks), drawn once so every check uses the same
-        # items; its own generator, so the other draws do not depend on whether it is sampled
+        # the checks' item sample (None: exact ranks): drawn once, from a generator of its own
         self.rank_sample = sample_items(data.n_items, self.option("rank_sample"),
                                         np.random.default_rng([int(config["forget_seed"]), 1]))
 
-    # ------------------------------------------------------------------ orchestration
+    # ------------------------------------------------------------------ the phases
     def train_loader(self):
         return self.data.forget_loader(self.option("batch_size"), pairs=self.gated)
 
     def unlearn(self, show_progress=False):
         start = time.perf_counter()
-        if self.option("reset"):
-            self.reset_owned_capacity()
-        if len(self.gated) and self.max_epochs > 0:
-            self._start_targeted()
-            self.fit(self.train_loader(), valid_data=None, saved=False, verbose=False, show_progress=show_progress)
-        elif len(self.gated) and self.repair_epochs > 0 and len(self.repair_rows()):  # repair only
-            self._start_repair()
-            self.epochs = self.repair_epochs
-            self.fit(self._repair_loader(), valid_data=None, saved=False, verbose=False, show_progress=show_progress)
-        else:
+        self.show_progress = show_progress
+        self.reset()
+        if len(self.gated) == 0:
             self.stop_reason = "nothing to update: every forgotten pair belongs to a fully deleted user"
+        elif self.max_epochs > 0:
+            epochs, repair = self.targeted_update()
+            if repair:
+                self.repair(first_epoch=epochs)
+        else:
+            self.stop_reason = "no targeted update (tru_epochs: 0)"
+            self.repair(first_epoch=0)
         self._unfreeze()
         self.seconds = time.perf_counter() - start - self._callback_seconds
         return self.model
 
-    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        if self.phase == "targeted":
-            loss = Trainer._train_epoch(self, train_data, epoch_idx, loss_func=self.targeted_loss,
-                                        show_progress=show_progress)
-            phase = "targeted"
-            if self.phase == "targeted" and epoch_idx + 1 >= self.max_epochs:
-                self._end_targeted("epochs")
-            elif self.phase == "stopping":
-                self._end_targeted(self.stopper.reason)
-        elif self.phase == "repair" and self.repair_done < self.repair_epochs:
-            loader = self._repair_loader()
-            if loader is None:
-                return 0.0
-            loss = Trainer._train_epoch(self, loader, epoch_idx,
-                                        loss_func=self.model.calculate_loss, show_progress=show_progress)
-            self.repair_done += 1
-            phase = "repair"
-        else:
-            return 0.0
-        self._after_epoch(epoch_idx, loss, phase=phase)
-        return loss
+    def reset(self):
+        """Phase 1 (``tru_reset``): re-draw the capacity the deleted data owns."""
+        if self.option("reset"):
+            with self._timed("reset"):
+                self.reset_owned_capacity()
+
+    def targeted_update(self):
+        """Phase 2: gated, routed reverse steps on the gated forget pairs, branch-scaled, until the
+        guarded stop or ``tru_epochs`` passes. Returns ``(passes run, whether to repair)``."""
+        self._start_targeted()
+        loader, start, checks = self.train_loader(), time.perf_counter(), self.phase_seconds.get("checks", 0.0)
+        for epoch in range(self.max_epochs):
+            batches = UntilStop(loader, self._stop_before_step)
+            loss = Trainer._train_epoch(self, batches, epoch, loss_func=self.targeted_loss,
+                                        show_progress=self.show_progress)
+            if batches.stopped or epoch + 1 == self.max_epochs:
+                break
+            self._after_epoch(epoch, loss, phase="targeted")
+        checks = self.phase_seconds.get("checks", 0.0) - checks
+        self.phase_seconds["targeted_steps"] = time.perf_counter() - start - checks
+        repair = self._end_targeted(self.stopper.reason if batches.stopped else "epochs")
+        self._after_epoch(epoch, loss, phase="targeted")     # the last pass: recorded after the restore
+        return epoch + 1, repair
+
+    def _stop_before_step(self):
+        """Every ``tru_check_steps`` steps: re-rank (the gate's weights) and ask the guarded stop."""
+        if self.step % int(self.option("check_steps")) != 0:
+            return False
+        distance = self.check()
+        return self.option("stop") == "guarded" and self.stopper.update(distance, self._snapshot)
+
+    def repair(self, first_epoch):
+        """Phase 3: ``tru_repair_epochs`` BPR passes over retained interactions sampled around
+        the update (a fresh sample each pass; dense shared layers frozen unless ``tru_repair_dense``)."""
+        if self.repair_epochs <= 0:
+            return
+        self._start_repair()
+        with self._timed("repair"):
+            for epoch in range(first_epoch, first_epoch + self.repair_epochs):
+                loader = self._repair_loader()
+                if loader is None:
+                    break
+                loss = Trainer._train_epoch(self, loader, epoch, loss_func=self.model.calculate_loss,
+                                            show_progress=self.show_progress)
+                self._after_epoch(epoch, loss, phase="repair")
 
     # ------------------------------------------------------------------ isolation: reset
     def reset_owned_capacity(self):
@@ -197,19 +212,6 @@ class TRUTrainer(UnlearnTrainer):
         rows = self.data.neighbourhood_rows(users=np.unique(self.data.forget.users[self.gated]))
         return self.data.retain_loader(self.option("batch_size"), rows=rows if len(rows) else None)
 
-    def _freeze(self, trainable):
-        self._frozen = [p for n, p in self.params.items() if n not in trainable and p.requires_grad]
-        for p in self._frozen:
-            p.requires_grad_(False)
-
-    def _unfreeze(self):
-        for p in self._frozen:
-            p.requires_grad_(True)
-        self._frozen = []
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks = []
-
     def _branch_optimizer(self, lr):
         """Adam with one parameter group per branch (the branch-scaling handle); RowAdam: the
         same updates, at a cost that follows the moving rows, not the tables."""
@@ -236,61 +238,26 @@ class TRUTrainer(UnlearnTrainer):
         return np.sort(self.affected_users[order[:keep]])
 
     def sensitivity(self, batches):
-        """Per-user mean squared forget gradient and retain Fisher over the user tables, from
-        ``batches`` equal-size batches of each (per-example averages, same convention)."""
-        model = self.model
+        """Per-user forget sensitivity and retain Fisher (:func:`~recbole_tru.unlearn.capacity.user_sensitivity`)."""
         tables = [(self.params[n], off) for n, off in self.capacity.user_tables]
-        g_f2 = np.zeros(self.data.n_users)
-        f_r = np.zeros(self.data.n_users)
-        forget = iter(cycle(self.train_loader()))
-        retain = iter(cycle(self._affected_retain_loader()))
-        for _ in range(batches):
-            for source, acc, loss_fn in ((forget, g_f2, reverse_bpr_loss), (retain, f_r, bpr_loss)):
-                batch = next(source).to(self.device)
-                pos, neg = pair_scores(model, batch[model.USER_ID], batch[model.ITEM_ID], batch[model.NEG_ITEM_ID])
-                grads = torch.autograd.grad(loss_fn(pos, neg), [p for p, _ in tables], allow_unused=True)
-                for (p, off), g in zip(tables, grads):
-                    if g is not None:
-                        rows = g[off:off + self.data.n_users].pow(2).reshape(self.data.n_users, -1).mean(1)
-                        acc += rows.detach().cpu().numpy() / batches
-        return g_f2, f_r
+        return user_sensitivity(self.model, tables, self.data.n_users, iter(cycle(self.train_loader())),
+                                iter(cycle(self._affected_retain_loader())), batches, self.device)
 
     # ------------------------------------------------------------------ gate and stop
     def _reference_pairs(self):
-        """Never-trained pairs, fixed once (their RANKS are re-scored live at each check)."""
         if self._reference is None:
-            f, data, cap = self.data.forget, self.data, int(self.option("reference_size"))
-            groups = {}
-            partial_users = np.unique(f.users[self.partial_pair])
-            if len(partial_users):
-                pick = np.flatnonzero(np.isin(data.valid_users, partial_users))
-                if len(pick) == 0:
-                    pick = np.arange(len(data.valid_users))
-                pick = self._rng.choice(pick, size=min(cap, len(pick)), replace=False)
-                groups["partial"] = (data.valid_users[pick], data.valid_items[pick])
-            if self.item_pair.any():
-                cold = self._cold_items()
-                users = self._rng.choice(f.users[self.item_pair], size=cap, replace=True)
-                items = self._rng.choice(cold, size=cap, replace=True)
-                indptr, seen = data.train_history()
-                fresh = np.array([i not in seen[indptr[u]:indptr[u + 1]] for u, i in zip(users, items)], dtype=bool)
-                groups["item"] = (users[fresh], items[fresh])   # a ranked pair is never in the history
-            self._reference = groups
+            cold = cold_items(self.data, int(self.option("cold_items"))) if self.item_pair.any() else None
+            self._reference = reference_pairs(self.data, self.partial_pair, self.item_pair, cold,
+                                              int(self.option("reference_size")), self._rng)
         return self._reference
-
-    def _cold_items(self):
-        """Items a retrained model has (almost) no positive evidence for: the
-        ``tru_cold_items`` non-deleted items with the fewest retained interactions."""
-        counts = np.bincount(self.data.retain_items, minlength=self.data.n_items).astype(float)
-        counts[0] = np.inf
-        counts[self.data.forget.deleted_items] = np.inf
-        order = np.lexsort((np.arange(len(counts)), counts))
-        n = int(self.option("cold_items"))
-        return order[:n][np.isfinite(counts[order[:n]])]
 
     def check(self):
         """Re-rank the forget pairs (and, with ``tru_reference: live``, the reference) under the
-        current model; update the gate weights; return the KS distance."""
+        current model; update the gate weights; return the stop's distance."""
+        with self._timed("checks"):
+            return self._check()
+
+    def _check(self):
         f, groups = self.data.forget, self._reference_pairs()
         history = self.data.train_history()
         ref_users = np.concatenate([u for u, _ in groups.values()])
@@ -312,32 +279,11 @@ class TRUTrainer(UnlearnTrainer):
                 self._frozen_ranks = ref_ranks
         else:
             ref_ranks = self._frozen_ranks
-        distance, total = 0.0, 0
-        record = {"step": self.step}
-        for name, mask in (("partial", self.partial_pair), ("item", self.item_pair)):
-            if name not in ref_ranks or not mask.any():
-                continue
-            idx = np.flatnonzero(mask)
-            if name == "partial" and self.option("match") == "user":
-                targets = matched_targets_per_user(f.users[idx], forget_ranks[idx], groups[name][0], ref_ranks[name])
-            else:
-                targets = matched_targets(forget_ranks[idx], ref_ranks[name])
-            if self.option("gate"):
-                self.weights[idx] = gate_weights(forget_ranks[idx], targets, float(self.option("temperature")))
-            ks = ks_distance(forget_ranks[idx], ref_ranks[name])
-            record[f"ks_{name}"] = ks
-            if self.option("stop_metric") == "recall":
-                gap = recall_gap(f.users[idx], forget_ranks[idx], groups[name][0], ref_ranks[name],
-                                 int(self.option("stop_k")))
-                record[f"recall_gap_{name}"] = gap
-                distance += gap * len(idx)
-            else:
-                distance += ks * len(idx)
-            total += len(idx)
-            record[f"gate_{name}"] = float(self.weights[idx].mean())
-            record[f"median_rank_{name}"] = float(np.median(forget_ranks[idx]))
-            record[f"median_reference_rank_{name}"] = float(np.median(ref_ranks[name]))
-        record["distance"] = distance / max(total, 1)
+        masks = {"partial": self.partial_pair, "item": self.item_pair}
+        record = {"step": self.step, **gate_check(
+            f.users, forget_ranks, masks, groups, ref_ranks, self.weights, match=self.option("match"),
+            gate=self.option("gate"), temperature=float(self.option("temperature")),
+            stop_metric=self.option("stop_metric"), stop_k=int(self.option("stop_k")))}
         self.checks.append(record)
         return record["distance"]
 
@@ -346,14 +292,9 @@ class TRUTrainer(UnlearnTrainer):
 
     # ------------------------------------------------------------------ the targeted step
     def targeted_loss(self, interaction):
+        """The loss of one targeted step on a batch of gated forget pairs (its gradient is the
+        routed, gated forget gradient plus the retain gradient)."""
         model = self.model
-        if self.phase != "targeted":
-            return torch.zeros((), device=self.device, requires_grad=True)
-        if self.step % int(self.option("check_steps")) == 0:
-            distance = self.check()
-            if self.option("stop") == "guarded" and self.stopper.update(distance, self._snapshot):
-                self.phase = "stopping"
-                return torch.zeros((), device=self.device, requires_grad=True)
         self.step += 1
         retain = next(self._retain).to(self.device)
         pos, neg, retain_loss = forget_scores_and_retain_loss(model, interaction, retain)
@@ -410,6 +351,7 @@ class TRUTrainer(UnlearnTrainer):
         self.checks.append(record)
 
     def _end_targeted(self, reason):
+        """Return the guarded stop's best state; whether (and around which pairs) to repair."""
         if self.option("stop") == "guarded":
             if reason == "epochs":       # the last steps have not been checked yet
                 self.stopper.update(self.check(), self._snapshot)
@@ -424,17 +366,14 @@ class TRUTrainer(UnlearnTrainer):
             reset_pairs = self.gated[self.item_pair[self.gated]] if self.option("reset") else self.gated[:0]
             if len(reset_pairs) == 0:
                 self.stop_reason = f"{reason}; returned the state before any targeted step, no repair"
-                self.phase = "done"
-                return
+                return False
             self.stop_reason = (f"{reason}; returned the state before any targeted step, repair around "
                                 f"the {len(np.unique(self.data.forget.items[reset_pairs]))} reset item(s) only")
             self.repair_pairs = reset_pairs
-        self._start_repair()
+        return True
 
     # ------------------------------------------------------------------ repair
     def _start_repair(self):
-        self.phase = "repair"
-        self.repair_done = 0
         dense = set(self.capacity.dense(self.model))
         self._freeze({n for n in self.params if n not in dense or self.option("repair_dense")})
         params = [p for p in self.params.values() if p.requires_grad]

@@ -5,8 +5,8 @@ checkpoint and an audit report. The input checkpoint is read, never written::
 
 Steps (:func:`run_request`): check the checkpoint against this run (model, data set, feature
 widths, data digest, config digest, tensor shapes); resolve the request on the training split
-(``forget_regime: request``, see :mod:`recbole_tru.unlearn.forget`); delete the forget set from
-everything the model reads (:class:`~recbole_tru.unlearn.data.UnlearnData`); run ONE method
+(``forget_regime: request``, see :mod:`recbole_tru.data.forget`); delete the forget set from
+everything the model reads (:class:`~recbole_tru.data.retained.UnlearnData`); run ONE method
 from the checkpoint (``retrain`` trains from scratch on the retained data); evaluate the input
 and the output model with RecBole's evaluator (utility: the test pairs the request does not
 cover; forgetting: the forget set as ground truth); run the membership audit; prove the
@@ -42,18 +42,20 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_tru.audit import Audit
-from recbole_tru.checkpoint import (CheckpointError, atomic_write, config_fingerprint, data_fingerprint, file_digest,
+from recbole_tru.checkpoint import (CheckpointError, config_fingerprint, data_fingerprint, file_digest,
                                     load_into, read_checkpoint, save_checkpoint)
 from recbole_tru.config import PLUGIN_PREFIXES
 from recbole_tru.data.features import feature_file_path
+from recbole_tru.data.forget import RequestError, read_request, save_forget_set
+from recbole_tru.data.retained import UnlearnData, with_overrides
+from recbole_tru.files import atomic_write, unique_path
+from recbole_tru.model.ranking import drop_score_cache
 from recbole_tru.provenance import environment
-from recbole_tru.quick_start import build_model
 from recbole_tru.registry import UNLEARNERS
-from recbole_tru.unlearn.data import UnlearnData, with_overrides
-from recbole_tru.unlearn.forget import RequestError, read_request, save_forget_set
+from recbole_tru.terminal import Progress
+from recbole_tru.training import build_model
 from recbole_tru.unlearn.pipeline import METRIC_ORDER, unlearn_method
 from recbole_tru.unlearn.proof import deletion_proof, proof_passed
-from recbole_tru.unlearn.ranking import drop_score_cache
 
 DEFAULT_METHOD = "tru"
 # methods that start from one trained checkpoint (SISA needs its own shard models)
@@ -178,45 +180,50 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
     request_path = Path(config["forget_file"])
     train, valid, test = train_data.dataset, valid_data.dataset, test_data.dataset
     timings = {}
+    progress = Progress(6 if config["audit_enabled"] else 5, logger)
 
-    tick = time.perf_counter()
-    original, meta, input_sha = load_checkpoint(config, train)
-    timings["load_checkpoint"] = time.perf_counter() - tick
+    with progress.stage("checkpoint") as stage:
+        original, meta, input_sha = load_checkpoint(config, train)
+    timings["load_checkpoint"] = stage.seconds
 
-    tick = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="recbole_tru_request_") as scratch:
-        forget, request = resolve_request(config, meta, train, (valid, test), scratch)
-    request_sha = file_digest(request_path)
-    data = UnlearnData(config, train, valid, test, forget)
-    timings["delete_data"] = time.perf_counter() - tick
+    with progress.stage("deletion request") as stage:
+        with tempfile.TemporaryDirectory(prefix="recbole_tru_request_") as scratch:
+            forget, request = resolve_request(config, meta, train, (valid, test), scratch)
+        request_sha = file_digest(request_path)
+        data = UnlearnData(config, train, valid, test, forget)
+        stage.note = f"{forget.stats()['interactions']} interactions to forget"
+    timings["delete_data"] = stage.seconds
     logger.info(set_color("forget set", "yellow") + f": {forget.stats()}")
 
-    tick = time.perf_counter()
-    host = Trainer(config, original)
-    loaders = {"retain": data.eval_loader("test"), "forget": data.eval_loader("forget")}
-    before = evaluate(host, original, loaders)
-    timings["evaluate"] = time.perf_counter() - tick
+    with progress.stage("evaluation of the input") as stage:
+        host = Trainer(config, original)
+        loaders = {"retain": data.eval_loader("test"), "forget": data.eval_loader("forget")}
+        before = evaluate(host, original, loaders)
+    timings["evaluate"] = stage.seconds
 
     audit = None
     if config["audit_enabled"]:
-        tick = time.perf_counter()
-        # the shadow is trained for this request, not cached: a request writes its own folder only
-        audit = Audit(with_overrides(config, unlearn_cache=False), data, original)
-        audit_before = audit.run(original)
-        timings["audit"] = time.perf_counter() - tick
+        with progress.stage("audit of the input") as stage:
+            # the shadow is trained for this request, not cached: a request writes its own folder only
+            audit = Audit(with_overrides(config, unlearn_cache=False), data, original)
+            audit_before = audit.run(original)
+        timings["audit"] = stage.seconds
 
-    logger.info(set_color(f"unlearning with {method}", "green"))
-    model, trainer, _ = unlearn_method(config, method, data, original)
+    with progress.stage(f"unlearning with {method}") as stage:
+        model, trainer, _ = unlearn_method(config, method, data, original)
+        stage.note = f"of which {method} itself {trainer.seconds:.1f} s"
     timings["unlearn"] = trainer.seconds
 
-    tick = time.perf_counter()
-    after = evaluate(host, model, loaders)
-    timings["evaluate"] += time.perf_counter() - tick
-    if audit is not None:
+    with progress.stage("evaluation, audit and proof of the output" if audit is not None
+                        else "evaluation and proof of the output"):
         tick = time.perf_counter()
-        audit_after = audit.run(model)
-        timings["audit"] += time.perf_counter() - tick
-    proof = deletion_proof(data, model)
+        after = evaluate(host, model, loaders)
+        timings["evaluate"] += time.perf_counter() - tick
+        if audit is not None:
+            tick = time.perf_counter()
+            audit_after = audit.run(model)
+            timings["audit"] += time.perf_counter() - tick
+        proof = deletion_proof(data, model)
     if not proof_passed(proof):
         failed = {k: v["detail"] for k, v in proof.items() if not v["passed"]}
         raise RuntimeError(f"proof of deletion failed, nothing written: {failed}")
@@ -252,10 +259,7 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
 
 def new_folder_name(config):
     base = Path(config["output_dir"]) / f"request-{config['model']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = base, 1
-    while path.exists():
-        path, n = Path(f"{base}-{n}"), n + 1
-    return path
+    return unique_path(base)
 
 
 def write_outputs(config, report, model, meta, forget, train, history, start, timings):

@@ -11,34 +11,28 @@ Rebuild from the command line: ``python -m recbole_tru.data.builders --help``.
 
 Feature files follow :mod:`recbole_tru.data.features`: a header
 ``item_id:token<TAB><modality>:float_seq`` then one line per item, ``<token><TAB><v1> <v2> ...``.
-Every file is written atomically: to a temporary name in the target folder, then ``os.replace``,
-so an interrupted build never leaves a half-written file under the final name.
+Every file is written atomically (:func:`recbole_tru.files.atomic_write`, replacing an earlier
+build's file), so an interrupted build never leaves a half-written file under the final name.
 """
 import csv
 import io
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from recbole_tru.files import atomic_write
+
 FLOAT_FORMAT = "%.6g"
 
 
 def write_atomic(path, text):
-    """Write ``text`` (str, UTF-8, ``\\n`` line ends) to ``path`` via a temp file + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
+    """Write (or replace) ``path`` with ``text`` (str, UTF-8, ``\\n`` line ends), atomically."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write, replace=True)
 
 
 def format_matrix(matrix, fmt=FLOAT_FORMAT):

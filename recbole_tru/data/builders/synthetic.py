@@ -39,13 +39,13 @@ The same size and seed on the same software give byte-identical files.
 
     python -m recbole_tru.data.builders synthetic --size baby
 """
-import os
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from recbole_tru.files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = ROOT / "benchmarks" / "data"
@@ -185,47 +185,38 @@ def _feature_chunks(rng, item_factors, dim, kind, gen):
         yield block.astype(np.float32)
 
 
-class _AtomicWriter:
-    """A text file written under a temporary name and renamed into place on success."""
+def _write_text(path, fill):
+    """Write (or replace) the text file ``path`` atomically; ``fill(f)`` writes into it."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            fill(f)
 
-    def __init__(self, path):
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.tmp, "x", encoding="utf-8", newline="\n")
-        return self.file
-
-    def __exit__(self, kind, value, traceback):
-        self.file.close()
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
+    return atomic_write(path, write, replace=True)
 
 
 def write_feature_stream(path, tokens, blocks, modality, fmt=FLOAT_FORMAT):
     """Write a feature file (header ``item_id:token<TAB><modality>:float_seq``) from blocks of
     rows, without holding the whole matrix or its text in memory."""
     tokens = iter(tokens)
-    with _AtomicWriter(path) as f:
+
+    def fill(f):
         f.write(f"item_id:token\t{modality}:float_seq\n")
         for block in blocks:
             row_fmt = " ".join([fmt] * block.shape[1])
             f.write("".join(f"{next(tokens)}\t{row_fmt % tuple(row)}\n" for row in block.tolist()))
-    return Path(path)
+
+    return _write_text(path, fill)
 
 
 def write_inter(path, users, items, times, chunk=200_000):
-    with _AtomicWriter(path) as f:
+    def fill(f):
         f.write("user_id:token\titem_id:token\ttimestamp:float\n")
         for start in range(0, len(users), chunk):
             sl = slice(start, start + chunk)
             f.write("".join(f"u{u}\ti{i}\t{t:.0f}\n"
                             for u, i, t in zip(users[sl].tolist(), items[sl].tolist(), times[sl].tolist())))
-    return Path(path)
+
+    return _write_text(path, fill)
 
 
 def config_text(name, size):
@@ -316,6 +307,4 @@ def build_synthetic(size="baby", out=None, seed=None, name=None, command=None, l
 
 
 def _write_small(path, text):
-    with _AtomicWriter(path) as f:
-        f.write(text)
-    return Path(path)
+    return _write_text(path, lambda f: f.write(text))
