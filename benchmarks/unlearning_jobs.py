@@ -16,7 +16,7 @@ from recbole_tru.training import load_data
 from recbole_tru.unlearn import pipeline
 from recbole_tru.unlearn.evaluation import Judge
 
-METHODS = ("retrain", "finetune", "gradascent", "reverse", "tru", "sisa")
+METHODS = ("retrain", "finetune", "gradascent", "reverse", "tru", "sisa", "influence")
 CURVE_METHODS = ("tru", "reverse", "finetune")
 # Request r of every cell uses FORGET_SEEDS[r]. 2024 is the plugin's default request (forget_seed);
 # the calibration request (forget_seed=1, benchmarks/calibration.py), on which TRU's defaults

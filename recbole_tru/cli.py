@@ -24,7 +24,7 @@ def main():
     parser.add_argument("--dataset", "-d", type=str, default=None, help="data set name (default: ml-100k-mm)")
     parser.add_argument("--config_files", type=str, default=None, help="space-separated YAML files")
     parser.add_argument("--unlearn", type=str, default=None,
-                        help="unlearning method(s): retrain, finetune, gradascent, reverse, tru, sisa; comma list or all")
+                        help="unlearning method(s): retrain, finetune, gradascent, reverse, tru, sisa, influence; comma list or all")
     parser.add_argument("--checkpoint", type=str, default=None,
                         help="deletion-request workflow: a trained checkpoint to unlearn from (never modified); "
                              "writes a new unlearned checkpoint and a report under output_dir")

@@ -21,6 +21,7 @@ UNLEARNERS = {
     "reverse": "recbole_tru.unlearn.reverse:ReverseTrainer",
     "tru": "recbole_tru.unlearn.tru:TRUTrainer",
     "sisa": "recbole_tru.unlearn.sisa:SISATrainer",
+    "influence": "recbole_tru.unlearn.influence:InfluenceTrainer",
 }
 # ``all`` runs these (SISA trains K extra submodels: ask for it by name)
 DEFAULT_ALL = ("retrain", "finetune", "gradascent", "reverse", "tru")
