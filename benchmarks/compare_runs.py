@@ -27,6 +27,8 @@ for cb in b['cells']:
     for ra, rb in zip(ca['requests'], cb['requests']):
         assert ra['forget_seed'] == rb['forget_seed']
         for method in rb['methods']:
+            if method not in ra['methods']:       # a method only the rerun has
+                continue
             for metric in ('forget_gap', 'retain_gap', 'mia_auc', 'topk_overlap'):
                 if metric in rb['methods'][method]:
                     total += 1
