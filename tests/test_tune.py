@@ -161,7 +161,7 @@ def read_rows(folder):
 
 # --------------------------------------------------------------------------- sweeps with Ray
 
-def run_cli(args, cwd, timeout=300):
+def run_cli(args, cwd, timeout=600):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(PACKAGE_ROOT / "run_recbole_tru.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

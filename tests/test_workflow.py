@@ -189,6 +189,23 @@ def test_default_method_is_tru_and_retrain_is_allowed(checkpoints, splits, tiny_
     assert again["utility"]["output"] == retrain["utility"]["output"]
 
 
+@pytest.mark.parametrize("model", ["VBPR", "MMGCN"])
+def test_influence_runs_in_the_workflow_and_the_proof_passes(model, checkpoints, splits, tiny_root, tmp_path):
+    """Every method the workflow offers (its error lists them) runs in it: here the influence step on a
+    mixed request, with its own settings reported and the input's weights changed."""
+    checkpoint = checkpoints(model)
+    request = write_request(tmp_path / "r.inter", splits.request_rows(n_users=1, n_items=1, n_pairs=2))
+    report = run_workflow(tiny_root, tmp_path / "out", checkpoint, request, model=model, unlearn="influence",
+                          audit_enabled=False)
+    assert report["method"]["name"] == "influence"
+    settings = report["method"]["settings"]
+    assert settings and all(k.startswith("influence_") for k in settings)
+    assert report["proof_of_deletion"]["passed"]
+    before = read_checkpoint(checkpoint)["state_dict"]
+    after = read_checkpoint(Path(report["output_dir"]) / "unlearned.pth")["state_dict"]
+    assert set(after) == set(before) and any(not torch.equal(before[k], after[k]) for k in before)
+
+
 def test_forget_unknown_skip_goes_on_without_the_unknown_rows(checkpoints, splits, tiny_root, tmp_path, caplog):
     rows = splits.request_rows(n_users=0, n_items=0, n_pairs=2) + [["nobody", ""], ["", "nothing"]]
     request = write_request(tmp_path / "r.inter", rows)
