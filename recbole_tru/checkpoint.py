@@ -29,14 +29,36 @@ _NOT_IN_FINGERPRINT = {
 }
 
 
-def _plain(value):
+def _plain(value, ordered=False):
+    """JSON-safe copy of ``value``: dicts with their keys sorted (digests), or in their own order
+    (``ordered``: settings to rebuild a config from, where the order matters, e.g. of modalities)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+        items = value.items() if ordered else sorted(value.items(), key=lambda kv: str(kv[0]))
+        return {str(k): _plain(v, ordered) for k, v in items}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, ordered) for v in value]
     if isinstance(value, (int, float, str, bool)) or value is None:
         return value
     return str(value)
+
+
+# Keys of a run's config that say what the run DOES, not what the model IS: never recorded in
+# a checkpoint (a reload must not start a deletion request, a sweep or an unlearning run).
+RUN_KEYS = ("unlearn", "checkpoint", "forget_file", "tune", "recommend", "recommend_topk", "recommend_file",
+            "ray_address", "output_dir", "checkpoint_dir", "show_progress", "state", "config_files",
+            "model", "dataset")
+# Path-valued keys recorded as absolute paths (a checkpoint may be reloaded from another folder).
+PATH_KEYS = ("data_path",)
+
+
+def config_record(config):
+    """The settings to rebuild ``config`` from a checkpoint: the run's external config (files,
+    ``config_dict``, command line) without :data:`RUN_KEYS`, paths made absolute; JSON-safe."""
+    record = {k: _plain(v, ordered=True) for k, v in config.external_config_dict.items() if k not in RUN_KEYS}
+    for key in PATH_KEYS:
+        if record.get(key):
+            record[key] = str(Path(record[key]).resolve())
+    return record
 
 
 def config_fingerprint(config, exclude_prefixes=()):
@@ -68,7 +90,7 @@ def data_fingerprint(data_dir):
 def save_checkpoint(path, model, meta):
     """Write ``model``'s parameters and persistent buffers with ``meta`` to a new file."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    payload = {"state_dict": state, "meta": _plain(meta)}
+    payload = {"state_dict": state, "meta": _plain(meta, ordered=True)}
 
     def write(tmp):
         # into an open file: given a path, torch names the zip's root folder after the (random)

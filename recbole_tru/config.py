@@ -25,7 +25,7 @@ DEFAULT_DATASET = "ml-100k-mm"
 # Config keys starting with these belong to the plugin: every one must be declared (with a
 # default and a comment) in properties/, so a typo fails at start-up instead of being ignored.
 PLUGIN_PREFIXES = ("forget_", "unlearn_", "tru_", "reverse_", "finetune_", "gradascent_", "retrain_",
-                   "audit_", "tune_", "sisa_", "feature_", "influence_")
+                   "audit_", "tune_", "sisa_", "feature_", "influence_", "recommend_")
 
 
 def _number(value):
@@ -60,7 +60,7 @@ VALUE_RULES = {
     "audit_user_classifier": _one_of("logistic", "mlp"),
     **{key: COUNT for key in ("tru_budget_batches", "tru_reference_size", "tru_cold_items", "tru_check_steps",
                               "tru_stop_k", "tru_stop_patience", "tru_scale_refresh", "audit_pairs", "audit_chunk",
-                              "audit_svd_dim", "audit_user_topk", "unlearn_overlap_k")},
+                              "audit_svd_dim", "audit_user_topk", "unlearn_overlap_k", "recommend_topk")},
 }
 SUFFIX_RULES = {"_epochs": COUNT_OR_ZERO, "_batch_size": COUNT,
                 "_learning_rate": POSITIVE, "_weight": NON_NEGATIVE}

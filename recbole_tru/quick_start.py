@@ -3,7 +3,8 @@
 :func:`run_recbole_tru` mirrors ``recbole.quick_start.run_recbole`` (config -> data set ->
 split -> model -> trainer -> fit -> test). With ``tune`` set it runs a sweep
 (:mod:`recbole_tru.tune`); with ``checkpoint`` set, a deletion request on that checkpoint
-(:mod:`recbole_tru.unlearn.workflow`); with ``unlearn`` set, the unlearning run
+(:mod:`recbole_tru.unlearn.workflow`), or with ``recommend`` also set, top-K lists from it
+(:mod:`recbole_tru.serving`); with ``unlearn`` set, the unlearning run
 (:mod:`recbole_tru.unlearn.pipeline`). The training itself lives in :mod:`recbole_tru.training`.
 """
 import sys
@@ -13,11 +14,16 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_tru.config import Config
 from recbole_tru.registry import parse_unlearn
+from recbole_tru.serving import load_data_and_model, run_recommend
 from recbole_tru.terminal import plain, quiet_warnings
 from recbole_tru.training import fit, load_data, save_trained
 from recbole_tru.tune import run_sweep
 from recbole_tru.unlearn.pipeline import run_unlearning
 from recbole_tru.unlearn.workflow import run_request
+
+# RecBole's two quick-start functions: run (:func:`run_recbole_tru`) and reload a checkpoint with the
+# data it may read (:func:`recbole_tru.serving.load_data_and_model`, RecBole's name and return shape)
+__all__ = ["run_recbole_tru", "load_data_and_model"]
 
 
 def run_recbole_tru(model=None, dataset=None, config_file_list=None, config_dict=None,
@@ -43,6 +49,8 @@ def _run(model, dataset, config_file_list, config_dict, read_cmd_line):
     logger.info(config)
     if config["tune"]:
         return run_sweep(config)
+    if config["recommend"]:
+        return run_recommend(config)
     data = load_data(config)
     logger.info(data[0])
     if config["checkpoint"]:

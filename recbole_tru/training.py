@@ -14,7 +14,7 @@ import torch
 from recbole.data import data_preparation
 from recbole.utils import init_seed
 
-from recbole_tru.checkpoint import config_fingerprint, data_fingerprint, load_into, save_checkpoint
+from recbole_tru.checkpoint import config_fingerprint, config_record, data_fingerprint, load_into, save_checkpoint
 from recbole_tru.config import PLUGIN_PREFIXES
 from recbole_tru.data import create_dataset
 from recbole_tru.files import unique_path
@@ -97,13 +97,14 @@ def cached_fit(config, train_data, valid_data, cache_dir, tag, extra_key=""):
 
 def save_trained(config, model, summary, test_result):
     """Write the trained model as a new checkpoint ``<output_dir>/<model>-<dataset>-<time>.pth``
-    (tensors + metadata: model, data set, config and data digests, feature widths)."""
+    (tensors + metadata: model, data set, config and data digests, feature widths, and the
+    settings to rebuild the config, :func:`~recbole_tru.checkpoint.config_record`)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(config["output_dir"]) / f"{config['model']}-{config['dataset']}-{stamp}"
     path = unique_path(base, ".pth")
     meta = {"model": config["model"], "dataset": config["dataset"],
             "config_digest": config_fingerprint(config, exclude_prefixes=PLUGIN_PREFIXES),
-            "data_digest": data_fingerprint(config["data_path"]),
+            "data_digest": data_fingerprint(config["data_path"]), "config": config_record(config),
             "feature_dims": {m: int(model.feature(m).shape[1]) for m in getattr(model, "modalities", ())},
             "summary": summary, "test_result": {k: float(v) for k, v in test_result.items()}}
     return save_checkpoint(path, model, meta)

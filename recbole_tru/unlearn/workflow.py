@@ -42,16 +42,14 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_tru.audit import Audit
-from recbole_tru.checkpoint import (CheckpointError, config_fingerprint, data_fingerprint, file_digest,
-                                    load_into, read_checkpoint, save_checkpoint)
-from recbole_tru.config import PLUGIN_PREFIXES
-from recbole_tru.data.features import feature_file_path
+from recbole_tru.checkpoint import file_digest, load_into, read_checkpoint, save_checkpoint
 from recbole_tru.data.forget import RequestError, read_request, save_forget_set
 from recbole_tru.data.retained import UnlearnData, with_overrides
 from recbole_tru.files import atomic_write, unique_path
 from recbole_tru.model.ranking import drop_score_cache
 from recbole_tru.provenance import environment
 from recbole_tru.registry import UNLEARNERS
+from recbole_tru.serving import check_checkpoint
 from recbole_tru.terminal import Progress
 from recbole_tru.training import build_model
 from recbole_tru.unlearn.pipeline import METRIC_ORDER, unlearn_method
@@ -81,33 +79,6 @@ def method_settings(config, method):
 
 
 # --------------------------------------------------------------------------- the checkpoint
-
-def check_checkpoint(config, meta, model, path):
-    """Is checkpoint ``path`` (``meta``) a model of this run's kind, data and split? Raises
-    :class:`CheckpointError` naming the checkpoint and both sides otherwise."""
-    for key in ("model", "dataset"):
-        if meta.get(key) != config[key]:
-            raise CheckpointError(f"{path} was trained for {key}={meta.get(key)!r}, this run has "
-                                  f"{key}={config[key]!r}")
-    widths = {m: int(model.feature(m).shape[1]) for m in getattr(model, "modalities", ())}
-    saved = meta.get("feature_dims") or {}
-    for modality in sorted(set(widths) | set(saved)):
-        if widths.get(modality) != saved.get(modality):
-            suffix = (config["modalities"] or {}).get(modality, "?")
-            feature_file = feature_file_path(config["data_path"], config["dataset"], suffix)
-            raise CheckpointError(f"{path} was trained with {modality!r} features of width {saved.get(modality)}, "
-                                  f"this run's {feature_file} has width {widths.get(modality)}")
-    digest = data_fingerprint(config["data_path"])
-    if meta.get("data_digest") != digest:
-        raise CheckpointError(f"{path} was trained on other data: data digest {meta.get('data_digest')} "
-                              f"vs {digest} of {config['data_path']} (every file in that folder counts: "
-                              f"keep request files elsewhere)")
-    digest = config_fingerprint(config, exclude_prefixes=PLUGIN_PREFIXES)
-    if meta.get("config_digest") != digest:
-        raise CheckpointError(f"{path} was trained with other settings: config digest {meta.get('config_digest')} "
-                              f"vs {digest} (the split, seed, filtering and model sizes must match: pass the "
-                              f"training run's --config_files and --key=value options)")
-
 
 def load_checkpoint(config, train_dataset):
     """``(model, meta, sha256)`` of config ``checkpoint``, checked and loaded into a model
