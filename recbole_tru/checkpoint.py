@@ -77,11 +77,17 @@ def file_digest(path, chunk=1 << 22):
     return digest.hexdigest()
 
 
+# Files derived from the data (feature-file caches, rebuilt whenever their source changes or is
+# copied) are not data: left out of the data digest, so a copied data folder keeps its digest.
+DERIVED_SUFFIXES = (".cache.npz",)
+
+
 def data_fingerprint(data_dir):
-    """sha256 over the names and contents of the data set folder's files."""
+    """sha256 over the names and contents of the data set folder's files (hidden files and
+    derived caches, :data:`DERIVED_SUFFIXES`, left out)."""
     digest = hashlib.sha256()
     for path in sorted(Path(data_dir).iterdir()):
-        if path.is_file() and not path.name.startswith("."):
+        if path.is_file() and not path.name.startswith(".") and not path.name.endswith(DERIVED_SUFFIXES):
             digest.update(path.name.encode())
             digest.update(file_digest(path).encode())
     return digest.hexdigest()

@@ -11,7 +11,7 @@ from recbole.config import Config as RecBoleConfig
 
 from recbole_tru import compat
 from recbole_tru.data.forget import REGIMES, USER_MODES
-from recbole_tru.registry import get_model
+from recbole_tru.registry import UNLEARNERS, get_model
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The folder holding the plugin's properties/ and its embedded dataset/: the installed package
@@ -74,11 +74,24 @@ def value_rule(key):
     return next((rule for suffix, rule in SUFFIX_RULES.items() if key.endswith(suffix)), None)
 
 
+# The plugin's own property files, each declaring keys every run reads: a missing one is a broken
+# install, never skipped (a model's or data set's own file is optional: RecBole's models and users'
+# data sets have none).
+REQUIRED_PROPERTIES = ("overall.yaml", "unlearn/forget.yaml", "unlearn/run.yaml", "unlearn/audit.yaml",
+                       "unlearn/tune.yaml", *(f"unlearn/{method}.yaml" for method in UNLEARNERS))
+
+
 def plugin_property_files(model, dataset):
-    files = [PROPERTIES / "overall.yaml", PROPERTIES / "model" / f"{model}.yaml",
-             PROPERTIES / "dataset" / f"{dataset}.yaml"]
-    files += sorted((PROPERTIES / "unlearn").glob("*.yaml"))
-    return [f for f in files if f.is_file()]
+    """The plugin's property files for ``model`` on ``dataset``, lowest precedence first:
+    ``overall.yaml``, ``model/<model>.yaml`` and ``dataset/<dataset>.yaml`` where they exist,
+    then every ``unlearn/*.yaml``. Raises FileNotFoundError naming a missing required file."""
+    missing = [PROPERTIES / name for name in REQUIRED_PROPERTIES if not (PROPERTIES / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"recbole_tru's property file(s) {', '.join(map(str, missing))} are missing: the "
+                                f"installation is incomplete (reinstall the package)")
+    optional = [PROPERTIES / "model" / f"{model}.yaml", PROPERTIES / "dataset" / f"{dataset}.yaml"]
+    return ([PROPERTIES / "overall.yaml"] + [f for f in optional if f.is_file()]
+            + sorted((PROPERTIES / "unlearn").glob("*.yaml")))
 
 
 class Config(RecBoleConfig):

@@ -95,3 +95,32 @@ def test_reproducibility_benchmark(tiny, tmp_path):
     assert rows["2 threads"]["sha256"] == rows["2 threads, again"]["sha256"]
     assert rows["1 thread"]["torch_threads"] == 1 and rows["2 threads"]["torch_threads"] == 2
     assert (tmp_path / "r" / "reproducibility.md").is_file()
+
+
+def test_stream_benchmark(tiny, tmp_path):
+    """Four chained requests (one of each kind) on the tiny data set, judged at 1 and 2 and 4:
+    every request deletes more, every proof passes, the CSV has the documented columns with gaps
+    only at the judged points."""
+    module = load("stream")
+    out = tmp_path / "r"
+    report = module.main(["--models", "VBPR", "--requests", "4", "--judge-every", "2", "--out", str(out), *tiny])
+    (record,) = report["backbones"]
+    rows = record["requests"]
+    assert [r["kind"] for r in rows] == list(module.KINDS)
+    assert all(r["proof_passed"] for r in rows)
+    totals = [r["deleted_total"] for r in rows]
+    assert all(b > a for a, b in zip(totals, totals[1:]))                 # cumulative deletion grows
+    assert rows[1]["names"]["pairs"] == 1 and rows[0]["names"]["users"] == 1 and rows[2]["names"]["items"] == 1
+    assert rows[3]["names"] == {**rows[3]["names"], "users": 1, "items": 1, "pairs": 1}
+    assert [p["request"] for p in record["judged"]] == [1, 2, 4]
+    for p in record["judged"]:
+        assert p["deleted_interactions"] == totals[p["request"] - 1]
+        assert p["forget_gap"] == abs(p["forget_recall@20"]["chain"] - p["forget_recall@20"]["retrain"])
+        assert 0 <= p["mia_auc"]["chain"] <= 1 and 0 <= p["mia_auc"]["retrain"] <= 1
+    with open(out / "stream.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["backbone", "request", "kind", "seconds", "forget_gap", "retain_gap", "mia_distance"]
+    assert [bool(t["forget_gap"]) for t in table] == [True, True, False, True]
+    assert (out / "stream.png").stat().st_size > 0 and "| VBPR |" in (out / "stream.md").read_text()
+    again = module.main(["--render", "--out", str(out)])
+    assert again["backbones"][0]["summary"] == record["summary"]

@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recbole_tru.checkpoint import DERIVED_SUFFIXES
 from recbole_tru.files import atomic_write
 
-CACHE_SUFFIX = ".cache.npz"
+CACHE_SUFFIX = DERIVED_SUFFIXES[0]               # left out of the data digest (recbole_tru.checkpoint)
 CACHE_VERSION = "recbole_tru-features-v1"
 CACHE_MIN_BYTES = 8 << 20          # files from 8 MiB on are cached by default
 _EDGE_BYTES = 1 << 20              # the key hashes this much of the file's start and end

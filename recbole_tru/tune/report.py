@@ -86,8 +86,7 @@ def write_best_yaml(path, settings, header):
     """RecBole YAML of ``settings`` (``key: value`` lines) under ``header`` comment lines."""
     text = "".join(f"# {line}\n" for line in header)
     text += yaml.safe_dump({k: plain(v) for k, v in settings.items()}, default_flow_style=False, sort_keys=False)
-    Path(path).write_text(text, encoding="utf-8")
-    return Path(path)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def plot_pareto(path, series, title, references=()):
@@ -129,6 +128,7 @@ def plot_pareto(path, series, title, references=()):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110), replace=True)
+    finally:
+        plt.close(fig)

@@ -38,7 +38,7 @@ from recbole_tru.cluster import ray_session
 from recbole_tru.config import PACKAGE_ROOT
 from recbole_tru.data.forget import select_forget
 from recbole_tru.data.retained import UnlearnData, with_overrides
-from recbole_tru.files import unique_path
+from recbole_tru.files import atomic_write, unique_path
 from recbole_tru.training import load_data
 from recbole_tru.tune.objective import CalibrationScore
 from recbole_tru.tune.report import (METRICS, plot_pareto, select_best, trial_rows, write_best_yaml,
@@ -156,11 +156,13 @@ def judge_fresh(config, method, best_settings, prep):
     for name, settings in (("default", {}), ("best", best_settings)):
         variant = with_overrides(config, **settings)
         data.config = variant
-        model, trainer, _ = pipeline.unlearn_method(variant, method, data, prep["original"])
+        try:
+            model, trainer, _ = pipeline.unlearn_method(variant, method, data, prep["original"])
+        finally:
+            data.config = config            # restored on success and on error alike
         judged["settings"][name] = {k: variant[k] for k in sorted(best_settings)}
         judged["methods"][name] = {**judge.report(model), "seconds": trainer.seconds,
                                    "speedup_vs_retrain": retrain_summary["seconds"] / max(trainer.seconds, 1e-9)}
-    data.config = config
     return judged
 
 
@@ -239,7 +241,8 @@ def run_sweep(config, judge=True):
         judged.update({"method": method, "calibration_seed": calibration_seed, "best_trial": best,
                        "calibration_references": references, "search_seconds": search_seconds,
                        "total_seconds": time.perf_counter() - start})
-        (out / "judged.json").write_text(json.dumps(judged, indent=2, default=float), encoding="utf-8")
+        text = json.dumps(judged, indent=2, default=float)
+        atomic_write(out / "judged.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         for line in summary_lines(method, best, judged):
             logger.info(line)
             print(line)

@@ -9,6 +9,8 @@ membership shows at the top of the list::
 
 ``g`` is 0 at or below the target and grows with the log-rank gap above it.
 """
+from logging import getLogger
+
 import numpy as np
 
 
@@ -89,8 +91,13 @@ def user_recall(users, ranks, k, only=None):
 
 
 def recall_gap(forget_users, forget_ranks, reference_users, reference_ranks, k):
-    """|Recall@k(forget pairs) - Recall@k(reference pairs)| over the users having both."""
+    """|Recall@k(forget pairs) - Recall@k(reference pairs)| over the users having both. When no
+    user has both (the affected users have no validation pairs, so the reference holds other
+    users' pairs: :func:`reference_pairs`), each side is averaged over its own users (the
+    pooled gap) rather than over an empty set."""
     both = np.intersect1d(forget_users, reference_users)
+    if len(both) == 0:
+        return abs(user_recall(forget_users, forget_ranks, k) - user_recall(reference_users, reference_ranks, k))
     return abs(user_recall(forget_users, forget_ranks, k, both) - user_recall(reference_users, reference_ranks, k, both))
 
 
@@ -110,7 +117,11 @@ class GuardedStop:
 
     def update(self, distance, snapshot):
         """Record ``distance``; ``snapshot()`` is called only when it is the best so far.
-        Returns True when it is time to stop."""
+        Returns True when it is time to stop. A NaN distance is an error: it compares false with
+        everything, so the stop would neither stop nor remember a state."""
+        if not np.isfinite(distance):
+            raise ValueError(f"TRU's stop distance is {distance} at check {self.checks}: the forget pairs or their "
+                             f"reference are empty (see recbole_tru.unlearn.gate.reference_pairs)")
         if distance < self.best:
             self.best, self.best_state, self.best_check = distance, snapshot(), self.checks
         self.rises = self.rises + 1 if self.last is not None and distance > self.last else 0
@@ -143,6 +154,8 @@ def reference_pairs(data, partial_pair, item_pair, cold, size, rng):
     if len(partial_users):
         pick = np.flatnonzero(np.isin(data.valid_users, partial_users))
         if len(pick) == 0:
+            getLogger().info(f"TRU: none of the {len(partial_users)} partially deleted user(s) has validation pairs; "
+                             f"the reference is other users' validation pairs and the stop's Recall gap is pooled")
             pick = np.arange(len(data.valid_users))
         pick = rng.choice(pick, size=min(size, len(pick)), replace=False)
         groups["partial"] = (data.valid_users[pick], data.valid_items[pick])
