@@ -15,7 +15,8 @@ chain's cumulative ``forget.inter``), and the chain's model is judged against it
 (|forget Recall@20 - retrain's|, the cumulative forget set as ground truth), retain gap (|test
 NDCG@20 - retrain's|) and MIA distance (|AUC - retrain's| of the headline attack, telling the
 cumulative forget set from held-out pairs; no shadow model, so the audit is the same for both
-models and cheap). Both models are reloaded from their checkpoints with
+models and cheap). The unedited original is judged the same way at every point: the do-nothing
+baseline the chain must beat. Both models are reloaded from their checkpoints with
 ``recbole_tru.serving.load_checkpoint`` for the audit, so the judged models are the ones an
 operator would serve.
 
@@ -40,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from recbole.trainer import Trainer
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
@@ -115,14 +117,25 @@ def judge(model_name, base, files, original_path, chain_report, work):
     original = load_checkpoint(original_path)
     config = with_overrides(chain.config, **JUDGE_AUDIT, audit_enabled=True)
     audit = Audit(config, chain.data, original.model)
-    auc = {name: audit.run(m.model)["mia_auc"] for name, m in (("chain", chain), ("retrain", retrained))}
+    models = (("chain", chain.model), ("retrain", retrained.model), ("original", original.model))
+    auc = {name: audit.run(m)["mia_auc"] for name, m in models}
+    # the unedited original on the same (cumulative) data: the do-nothing baseline
+    host = Trainer(config, original.model)
+    original_eval = {part: {k: float(v) for k, v in host.evaluate(chain.data.eval_loader(loader),
+                                                                  load_best_model=False).items()}
+                     for part, loader in (("forget", "forget"), ("retain", "test"))}
     forget = {"chain": chain_report["forgetting"]["output"][FORGET_METRIC],
-              "retrain": retrain["forgetting"]["output"][FORGET_METRIC]}
+              "retrain": retrain["forgetting"]["output"][FORGET_METRIC],
+              "original": original_eval["forget"][FORGET_METRIC]}
     retain = {"chain": chain_report["utility"]["output"][RETAIN_METRIC],
-              "retrain": retrain["utility"]["output"][RETAIN_METRIC]}
+              "retrain": retrain["utility"]["output"][RETAIN_METRIC],
+              "original": original_eval["retain"][RETAIN_METRIC]}
     return {"forget_gap": abs(forget["chain"] - forget["retrain"]), "retain_gap": abs(retain["chain"] - retain["retrain"]),
-            "mia_distance": abs(auc["chain"] - auc["retrain"]), "forget_recall@20": forget,
-            "test_ndcg@20": retain, "mia_auc": auc, "retrain_seconds": retrain_seconds,
+            "mia_distance": abs(auc["chain"] - auc["retrain"]),
+            "original_gaps": {"forget_gap": abs(forget["original"] - forget["retrain"]),
+                              "retain_gap": abs(retain["original"] - retain["retrain"]),
+                              "mia_distance": abs(auc["original"] - auc["retrain"])},
+            "forget_recall@20": forget, "test_ndcg@20": retain, "mia_auc": auc, "retrain_seconds": retrain_seconds,
             "retrain_unlearn_seconds": retrain["timings"]["unlearn"],
             "deleted_interactions": chain_report["deleted"]["interactions"]}
 
@@ -208,26 +221,31 @@ def markdown(report):
              f"{report['wall_seconds'] / 60:.1f} min in all.", "",
              "<!-- table-1 -->",
              "| backbone | unlearning s: median | p95 | whole request s: median | p95 | retrain s: median "
-             "| forget gap: first → last | retain gap: first → last | MIA distance: first → last | deleted after last |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| forget gap: first → last | retain gap: first → last | MIA distance: first → last "
+             "| unedited original at last: forget / retain / MIA | deleted after last |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for record in report["backbones"]:
-        s = record["summary"]
+        s, o = record["summary"], record["judged"][-1]["original_gaps"]
         lines.append(
             f"| {record['model']} | {s['median_seconds']:.2f} | {s['p95_seconds']:.2f} | {s['median_request_seconds']:.1f} "
             f"| {s['p95_request_seconds']:.1f} | {s['median_retrain_seconds']:.0f} "
             f"| {s['first']['forget_gap']:.4f} → {s['last']['forget_gap']:.4f} "
             f"| {s['first']['retain_gap']:.4f} → {s['last']['retain_gap']:.4f} "
             f"| {s['first']['mia_distance']:.3f} → {s['last']['mia_distance']:.3f} "
+            f"| {o['forget_gap']:.4f} / {o['retain_gap']:.4f} / {o['mia_distance']:.3f} "
             f"| {record['judged'][-1]['deleted_interactions']} |")
     lines += ["", "<!-- table-2 -->",
-              "| backbone | request | deleted so far | forget Recall@20: chain | retrain | test NDCG@20: chain | retrain "
-              "| MIA AUC: chain | retrain |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| backbone | request | deleted so far | forget Recall@20: chain | retrain | original "
+              "| test NDCG@20: chain | retrain | original | MIA AUC: chain | retrain | original |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for record in report["backbones"]:
         for p in record["judged"]:
             lines.append(f"| {record['model']} | {p['request']} | {p['deleted_interactions']} "
                          f"| {p['forget_recall@20']['chain']:.4f} | {p['forget_recall@20']['retrain']:.4f} "
+                         f"| {p['forget_recall@20']['original']:.4f} "
                          f"| {p['test_ndcg@20']['chain']:.4f} | {p['test_ndcg@20']['retrain']:.4f} "
-                         f"| {p['mia_auc']['chain']:.3f} | {p['mia_auc']['retrain']:.3f} |")
+                         f"| {p['test_ndcg@20']['original']:.4f} "
+                         f"| {p['mia_auc']['chain']:.3f} | {p['mia_auc']['retrain']:.3f} | {p['mia_auc']['original']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -242,7 +260,9 @@ def plot(report, path):
     for record in report["backbones"]:
         xs = [p["request"] for p in record["judged"]]
         for ax, (key, title) in zip(axes, panels):
-            ax.plot(xs, [p[key] for p in record["judged"]], marker="o", label=record["model"])
+            line, = ax.plot(xs, [p[key] for p in record["judged"]], marker="o", label=f"{record['model']} (chain)")
+            ax.plot(xs, [p["original_gaps"][key] for p in record["judged"]], linestyle="--", color=line.get_color(),
+                    label=f"{record['model']} unedited original")
             ax.set_title(title)
             ax.set_xlabel("requests so far")
         axes[3].plot([r["request"] for r in record["requests"]], [r["seconds"] for r in record["requests"]],

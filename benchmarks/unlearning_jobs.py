@@ -5,7 +5,8 @@ repository root on ``sys.path``; :func:`run_variants` is also ``calibration.py``
 import time
 from pathlib import Path
 
-from recbole_tru.audit import SHADOW, audit_rng
+from recbole_tru.audit import REFERENCES, SHADOW, audit_rng
+from recbole_tru.audit.likelihood import train_references
 from recbole_tru.audit.shadow import train_shadow
 from recbole_tru.config import Config
 from recbole_tru.data.forget import select_forget
@@ -88,6 +89,12 @@ def figures(r, ref, retrain_seconds):
         out["mia_auc"] = r["mia_auc"]
         out["mia_distance"] = abs(r["mia_auc"] - ref["mia_auc"])
         out["attacks"] = r.get("mia") or {}
+        attacks, ref_attacks = out["attacks"], ref.get("mia") or {}
+        for attack, metric in (("lira", "mia_lr_distance"), ("delta", "delta_distance")):
+            if attack in attacks and attack in ref_attacks:
+                out[metric] = abs(attacks[attack] - ref_attacks[attack])
+        if (r.get("mia_tpr_at_1pct_fpr") or {}).get("lira") is not None:
+            out["mia_lr_tpr"] = r["mia_tpr_at_1pct_fpr"]["lira"]
     if r.get("mia_auc_user") is not None and ref.get("mia_auc_user") is not None:
         out["mia_user_distance"] = abs(r["mia_auc_user"] - ref["mia_auc_user"])
     seconds = r.get("seconds")
@@ -140,7 +147,8 @@ def request_job(job):
 
 def original_job(job):
     """Train (into the run's cache) what every request of one original reuses: the original
-    model, the audit's shadow model and SISA's shard models (none depends on the request)."""
+    model, the audit's shadow model, the likelihood-ratio attack's reference models (with
+    ``audit_lr``) and SISA's shard models (none depends on the request)."""
     start = time.perf_counter()
     config = Config(model=job["model"], dataset=job["dataset"], config_file_list=job["config_files"],
                     config_dict={**cell_config(job["model"], job["regime"], job["out"], job["extra"]),
@@ -153,6 +161,8 @@ def original_job(job):
     data = UnlearnData(config, train.dataset, valid.dataset, test.dataset, forget)
     if config["audit_enabled"] and config["audit_shadow"]:
         train_shadow(config, data, audit_rng(config, SHADOW))
+    if config["audit_enabled"] and config["audit_lr"]:
+        train_references(config, data, audit_rng(config, REFERENCES))
     if "sisa" in job["methods"]:
         get_unlearn_trainer("sisa")(config, pipeline.start_from(config, data, original), data).train_original()
     return {"model": job["model"], "regime": job["regime"], "original": job["original"], "summary": summary,

@@ -16,8 +16,10 @@ from unlearning_jobs import ABLATIONS, CURVE_METHODS, FORGET_SEEDS
 # metric -> lower is better?
 METRICS = {"forget_gap": True, "retain_gap": True, "retain_ratio": None, "mia_distance": True,
            "mia_auc": None, "mia_user_distance": True, "topk_overlap": False, "seconds": True,
-           "speedup": False, "retain_ndcg": None, "forget_recall": None}
-PAIRED_METRICS = ("forget_gap", "retain_gap", "mia_distance", "topk_overlap", "seconds")
+           "speedup": False, "retain_ndcg": None, "forget_recall": None, "mia_lr_distance": True,
+           "delta_distance": True, "mia_lr_tpr": None}
+PAIRED_METRICS = ("forget_gap", "retain_gap", "mia_distance", "topk_overlap", "seconds", "mia_lr_distance",
+                  "delta_distance")
 VARIANCE_METRICS = ("forget_gap", "retain_gap", "mia_distance", "retain_ndcg")
 VARIANCE_METHODS = ("original", "retrain", "finetune", "reverse", "tru")
 

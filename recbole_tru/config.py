@@ -60,7 +60,8 @@ VALUE_RULES = {
     "audit_user_classifier": _one_of("logistic", "mlp"),
     **{key: COUNT for key in ("tru_budget_batches", "tru_reference_size", "tru_cold_items", "tru_check_steps",
                               "tru_stop_k", "tru_stop_patience", "tru_scale_refresh", "audit_pairs", "audit_chunk",
-                              "audit_svd_dim", "audit_user_topk", "unlearn_overlap_k", "recommend_topk")},
+                              "audit_svd_dim", "audit_user_topk", "unlearn_overlap_k", "recommend_topk",
+                              "audit_lr_refs")},
 }
 SUFFIX_RULES = {"_epochs": COUNT_OR_ZERO, "_batch_size": COUNT,
                 "_learning_rate": POSITIVE, "_weight": NON_NEGATIVE}

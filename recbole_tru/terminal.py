@@ -22,6 +22,9 @@ KNOWN_WARNINGS = (
     (FutureWarning, r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated"),
     # RecBole's Dataset turns read-only numpy arrays into tensors it never writes to
     (UserWarning, r"The given NumPy array is not writable, and PyTorch does not support non-writable tensors"),
+    # RecBole's Config eval()s every string value first: a path such as request-MMGCN-20261205-191418
+    # makes Python warn while compiling it, before RecBole keeps the string as it is
+    (SyntaxWarning, r"invalid decimal literal"),
 )
 
 

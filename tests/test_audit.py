@@ -341,3 +341,62 @@ def test_audit_keys_are_declared(root, workdir):
     assert config["audit_enabled"] is True and config["audit_headline"] in config["audit_attacks"]
     with pytest.raises(KeyError, match="audit_pairz"):
         make_config(root, workdir, audit_pairz=10)
+
+
+# --------------------------------------------------------------------------- the likelihood-ratio attack (lira)
+
+LIRA = {"audit_lr": True, "audit_lr_refs": 2, "audit_shadow": False, "audit_attacks": ["rank", "logistic", "delta"]}
+
+
+def test_tpr_at_low_fpr_by_hand():
+    from recbole_tru.audit.likelihood import tpr_at_fpr
+
+    nonmembers = np.linspace(0.0, 0.7, 100)
+    assert tpr_at_fpr(np.array([0.9, 0.8, 0.3]), nonmembers) == pytest.approx(2 / 3)
+    # 57 of the 100 non-members lie above 0.3: at an FPR of 0.6 the member 0.3 is caught too
+    assert tpr_at_fpr(np.array([0.9, 0.8, 0.3]), nonmembers, fpr=0.5) == pytest.approx(2 / 3)
+    assert tpr_at_fpr(np.array([0.9, 0.8, 0.3]), nonmembers, fpr=0.6) == pytest.approx(1.0)
+    assert tpr_at_fpr(np.array([0.1]), nonmembers) == 0.0
+
+
+def test_lira_sees_the_forget_set_in_the_original_not_after_retraining(interaction):
+    audit = interaction.audit(**LIRA)
+    original, retrained = audit.run(interaction.original), audit.run(interaction.retrained)
+    assert original["mia"]["lira"] > 0.6
+    assert original["mia"]["lira"] - retrained["mia"]["lira"] > 0.1
+    assert abs(retrained["mia"]["lira"] - 0.5) < 0.12
+    tpr = original["mia_tpr_at_1pct_fpr"]["lira"], retrained["mia_tpr_at_1pct_fpr"]["lira"]
+    assert 0 <= tpr[1] < tpr[0] <= 1
+    assert audit.info()["references"]["models"] == 2
+
+
+def test_lira_calibrates_each_pair_by_the_model_that_left_it_out(interaction):
+    """With the first reference model as the audited model, a forget pair that model never
+    trained on is calibrated by that same model (Λ = 0 exactly); one it trained on, by the other
+    half's model (Λ = z_0 - z_1)."""
+    audit = interaction.audit(**LIRA)
+    refs, lira, d = audit.references, audit.lira, interaction.data
+    members, _ = lira.scores(refs.models[0])
+    train = d.train_dataset
+    keys = train.inter_feat["user_id"].numpy().astype(np.int64) * d.n_items + train.inter_feat["item_id"].numpy()
+    forget_keys = d.forget.users.astype(np.int64) * d.n_items + d.forget.items
+    in_first = np.isin(forget_keys, keys[refs.first_half[0]])
+    assert 0 < in_first.sum() < len(in_first)
+    assert np.all(members[~in_first] == 0)
+    z0, z1 = lira._z(refs.models[0])[:len(members)], lira._z(refs.models[1])[:len(members)]
+    assert np.allclose(members[in_first], (z0 - z1)[in_first])
+
+
+def test_lira_references_are_trained_once_per_original(interaction):
+    cache = Path(interaction.config["output_dir"]) / "cache"
+    interaction.audit(**LIRA)
+    references = sorted(cache.glob("*-reference-*.pth"))
+    again = interaction.audit(**LIRA)
+    assert len(references) >= 2 and sorted(cache.glob("*-reference-*.pth")) == references
+    assert torch.equal(next(iter(again.references.models[0].state_dict().values())),
+                       next(iter(interaction.audit(**LIRA).references.models[0].state_dict().values())))
+
+
+def test_lira_needs_an_even_number_of_references(interaction):
+    with pytest.raises(ValueError, match=r"'audit_lr_refs' must be an even number >= 2, got 3"):
+        interaction.audit(**{**LIRA, "audit_lr_refs": 3})

@@ -124,3 +124,26 @@ def test_stream_benchmark(tiny, tmp_path):
     assert (out / "stream.png").stat().st_size > 0 and "| VBPR |" in (out / "stream.md").read_text()
     again = module.main(["--render", "--out", str(out)])
     assert again["backbones"][0]["summary"] == record["summary"]
+
+
+def test_merge_runs_adds_figures_only_where_the_runs_agree():
+    module = load("merge_runs")
+
+    def run(**tru):
+        record = {"forget_gap": 0.01, "retain_gap": 0.02, "mia_auc": 0.6, "attacks": {"logistic": 0.6}, **tru}
+        return {"cells": [{"model": "VBPR", "regime": "interaction", "requests": [
+            {"original": 0, "forget_seed": 1, "methods": {"tru": dict(record)}},
+            {"original": 0, "forget_seed": 2, "methods": {"tru": dict(record)}}]}]}
+
+    base = run()
+    add = run(mia_lr_distance=0.03, attacks={"logistic": 0.6, "lira": 0.55})
+    add["cells"][0]["requests"][0]["methods"]["influence"] = {"forget_gap": 0.5}
+    del add["cells"][0]["requests"][1]                      # only one request in the second run
+    assert module.merge(base, add, methods=["influence"], metrics=["mia_lr_distance"], attacks=["lira"]) == 1
+    first, second = base["cells"][0]["requests"]
+    assert first["methods"]["tru"]["mia_lr_distance"] == 0.03 and first["methods"]["tru"]["attacks"]["lira"] == 0.55
+    assert first["methods"]["influence"] == {"forget_gap": 0.5}
+    assert "mia_lr_distance" not in second["methods"]["tru"] and "influence" not in second["methods"]
+    differs = run(forget_gap=0.011)
+    with pytest.raises(ValueError, match=r"tru forget_gap: 0.01 in the base run, 0.011 in the added run"):
+        module.merge(run(), differs, metrics=["mia_lr_distance"])

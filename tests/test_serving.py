@@ -90,16 +90,29 @@ def test_a_reloaded_unlearned_checkpoint_passes_the_proof_and_scores_as_in_memor
         assert not torch.equal(all_scores(naive), all_scores(in_memory))
 
 
-def test_a_chained_checkpoint_reloads_with_every_request_deleted(trained, splits, tiny_root, tmp_path, monkeypatch):
-    rows = splits.request_rows(n_users=1, n_items=0, n_pairs=2)
-    first, _, _ = request_in_memory("MMGCN", trained, splits, tiny_root, tmp_path / "a", monkeypatch, rows[:1])
-    second, data, in_memory = request_in_memory("MMGCN", trained, splits, tiny_root, tmp_path / "b", monkeypatch,
-                                                rows[1:], checkpoint=Path(first["output_dir"]) / "unlearned.pth")
-    served = load_checkpoint(Path(second["output_dir"]) / "unlearned.pth")
-    assert len(served.data.forget) == len(data.forget) > len(splits.request_rows(0, 0, 2))
+@pytest.mark.parametrize("model", ["MMGCN", "VBPR"])
+def test_end_to_end_train_request_chain_reload_recommend_prove(model, trained, splits, tiny_root, tmp_path,
+                                                                 monkeypatch):
+    """train -> request -> a second request chained on the first -> reload -> recommend, and
+    every check of the proof of deletion finds 0 forgotten pairs in the reloaded model's data."""
+    rows = splits.request_rows(n_users=1, n_items=1, n_pairs=2)
+    first, _, _ = request_in_memory(model, trained, splits, tiny_root, tmp_path / "a", monkeypatch, rows[:2])
+    second, data, in_memory = request_in_memory(model, trained, splits, tiny_root, tmp_path / "b", monkeypatch,
+                                                rows[2:], checkpoint=Path(first["output_dir"]) / "unlearned.pth")
+    unlearned = Path(second["output_dir"]) / "unlearned.pth"
+    served = load_checkpoint(unlearned)
+    assert len(served.data.forget) == len(data.forget) == second["deleted"]["interactions"]
+    assert second["deleted"]["interactions"] > first["deleted"]["interactions"]
     assert np.array_equal(served.data.forget.rows, data.forget.rows)
-    assert proof_passed(deletion_proof(served.data, served.model))
+    proof = deletion_proof(served.data, served.model)
+    assert proof_passed(proof) and all(check["found"] == 0 for check in proof.values())
     assert torch.equal(all_scores(served.model), all_scores(in_memory))
+    users_file = tmp_path / "users.txt"
+    users_file.write_text("u5\nu6\n", encoding="utf-8")
+    result = recommend_run(tiny_root, tmp_path / "rec", unlearned, users_file, model=model, recommend_topk=4)
+    assert result["forgotten_interactions"] == len(data.forget)
+    lists = read_lists(result["file"])
+    assert list(lists) == ["u5", "u6"] and all(len(v) == 4 for v in lists.values())
 
 
 def test_a_trained_checkpoint_reloads_in_recboles_shape_and_scores_its_test_set_as_trained(trained):

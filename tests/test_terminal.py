@@ -21,7 +21,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # the start of each filtered message, as RecBole / torch print it
 KNOWN = ("Sparse CSR tensor support is in beta state",
          "`torch.cuda.amp.GradScaler(args...)` is deprecated",
-         "The given NumPy array is not writable, and PyTorch does not support non-writable tensors")
+         "The given NumPy array is not writable, and PyTorch does not support non-writable tensors",
+         "invalid decimal literal")
 UNRELATED = "an unrelated warning raised by the test"
 STAGE = r"progress \[(\d+)/(\d+)\] {}: \d+\.\d s \(run \d+\.\d s\)"
 
@@ -50,7 +51,9 @@ def tiny_args(tiny_root):
             "--load_col={'inter':['user_id','item_id','timestamp']}",
             "--embedding_size=8", "--latent_dim=8", "--train_batch_size=256", "--show_progress=False",
             "--use_gpu=False", "--state=INFO", "--seed=7", "--audit_pairs=500",
-            "--audit_attacks=['rank','score','logistic','shadow']"]
+            "--audit_attacks=['rank','score','logistic','shadow']",
+            # a folder name whose eval() by RecBole's Config makes Python warn "invalid decimal literal"
+            "--checkpoint_dir=saved/run-1.input"]
 
 
 def run_driver(mode, args, cwd):

@@ -5,6 +5,7 @@ right, and the proof fails on data or a model that still hold the forgotten pair
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -341,3 +342,45 @@ def test_cli_runs_the_workflow(checkpoints, splits, tiny_root, tmp_path):
     assert f"deletion request written to {folders[0]}" in result.stdout
     assert "# Deletion request: VBPR on tiny-mm" in result.stdout
     assert file_digest(checkpoint) == before
+
+
+# --------------------------------------------------------------------------- derived artifacts and the purge
+
+def test_the_report_lists_what_derives_from_the_deleted_data_and_the_purge_removes_the_caches(
+        checkpoints, splits, tiny_root, tmp_path):
+    from recbole_tru.data.features import cache_path, read_feature_file
+
+    data = tmp_path / "data"                         # a copy: same contents, same data digest
+    shutil.copytree(tiny_root / TINY, data / TINY)
+    feature_cache = cache_path(data / TINY / f"{TINY}.textfeat")
+    read_feature_file(data / TINY / f"{TINY}.textfeat", cache=True)
+    out = tmp_path / "out"
+    (out / "cache").mkdir(parents=True)
+    ours = out / "cache" / f"VBPR-{TINY}-original-0123456789abcdef.pth"
+    theirs = out / "cache" / f"VBPR-{TINY}-2-original-0123456789abcdef.pth"       # another data set's
+    saved = tmp_path / "saved"                       # base_dict's checkpoint_dir
+    saved.mkdir()
+    dataset_file, recbole_model = saved / f"{TINY}-MultimodalDataset.pth", saved / "BPR-Dec-01-2026_10-00-00.pth"
+    for path in (ours, theirs, dataset_file, recbole_model):
+        path.write_bytes(b"x")
+    rows = splits.request_rows(n_users=0, n_items=0, n_pairs=4)
+    first = run_workflow(data, out, checkpoints(), write_request(tmp_path / "a.inter", rows[:2]), audit_enabled=False)
+    listed = {Path(e["path"]): e for e in first["derived_artifacts"]["files"]}
+    assert listed[(data / TINY / f"{TINY}.inter").resolve()]["kind"] == "source"
+    assert listed[checkpoints().resolve()]["kind"] == "model"
+    assert {p for p, e in listed.items() if e["kind"] == "cache"} == {
+        ours.resolve(), dataset_file.resolve(), feature_cache.resolve()}
+    assert not first["derived_artifacts"]["purged"] and all(p.exists() for p in listed)
+    assert "## Derived artifacts on disk" in (Path(first["output_dir"]) / "report.md").read_text()
+
+    chained = Path(first["output_dir"]) / "unlearned.pth"
+    second = run_workflow(data, out, chained, write_request(tmp_path / "b.inter", rows[2:]), audit_enabled=False,
+                          unlearn_purge=True)
+    listed = {Path(e["path"]): e for e in second["derived_artifacts"]["files"]}
+    assert listed[chained.resolve()]["what"].startswith("the input checkpoint")
+    assert listed[(Path(first["output_dir"]) / "forget.inter").resolve()]["kind"] == "model"
+    assert second["derived_artifacts"]["purged"]
+    for path, entry in listed.items():
+        assert entry["removed"] == (entry["kind"] == "cache") and path.exists() == (entry["kind"] != "cache")
+    assert theirs.exists() and recbole_model.exists()           # not derived from this data set
+    assert "| cache |" in (Path(second["output_dir"]) / "report.md").read_text()

@@ -24,13 +24,14 @@ import numpy as np
 
 from recbole_tru.audit.attacks import ATTACKS, Attack, make_attack
 from recbole_tru.audit.interaction import SUITE, InteractionAudit, build_pair_sets, suite_from
+from recbole_tru.audit.likelihood import LikelihoodRatioAudit, train_references
 from recbole_tru.audit.shadow import train_shadow
 from recbole_tru.audit.user import UserAudit
 
 __all__ = ["Audit", "audit_rng", "Attack", "ATTACKS", "make_attack", "SUITE", "wants_held_out_users"]
 
 # independent seed streams of one audit (a change in one part never shifts another's draws)
-PAIRS, SHADOW, SVD = 0, 1, 2
+PAIRS, SHADOW, SVD, REFERENCES, COINS = 0, 1, 2, 3, 4
 
 
 def audit_rng(config, stream):
@@ -72,6 +73,12 @@ class Audit:
         self.interaction = InteractionAudit(data, self.sets, original, specs, self.seed,
                                             int(config["audit_chunk"]),
                                             self.shadow.model if self.shadow else None)
+        self.references = self.lira = None
+        if config["audit_lr"]:
+            self.references = train_references(config, data, audit_rng(config, REFERENCES))
+            self.lira = LikelihoodRatioAudit(data, self.sets.eval_members, self.sets.eval_nonmembers, self.references,
+                                             self.interaction.known, self.interaction.history,
+                                             audit_rng(config, COINS), int(config["audit_chunk"]))
         self.user = None
         if held_out is not None and self.shadow is not None and len(data.forget.deleted_users):
             self.user = UserAudit(config, data, self.shadow, held_out, audit_rng(config, SVD), self.seed)
@@ -87,6 +94,10 @@ class Audit:
                              "train_pairs": len(self.shadow.rows), "epochs": self.shadow.summary["epochs"],
                              "seconds": self.shadow.summary["seconds"],
                              "fit_auc": getattr(self.interaction, "shadow_fit_auc", {})}
+        if self.references is not None:
+            out["references"] = {"models": len(self.references.models),
+                                 "epochs": [s["epochs"] for s in self.references.summaries],
+                                 "seconds": [s["seconds"] for s in self.references.summaries]}
         if self.user is not None:
             out["user"] = {"deleted_users": len(self.user.deleted), "never_seen_users": len(self.user.never),
                            "svd_dim": self.user.vectors.shape[1], "topk": self.user.k,
@@ -97,6 +108,10 @@ class Audit:
         """Audit ``model``: ``{"mia_auc", "mia", "mia_auc_user", "mia_user"}``."""
         mia = self.interaction.run(model)
         out = {"mia_auc": mia[self.headline], "mia": mia, "mia_auc_user": None, "mia_user": None}
+        if self.lira is not None:
+            lira = self.lira.run(model)
+            mia["lira"] = lira["auc"]
+            out["mia_tpr_at_1pct_fpr"] = {"lira": lira["tpr_at_1pct_fpr"]}
         if self.user is not None:
             out["mia_auc_user"], out["mia_user"] = self.user.run(model)
         return out

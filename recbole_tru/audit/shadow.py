@@ -56,7 +56,7 @@ def train_shadow(config, data, rng):
     if config["audit_shadow_epochs"]:
         shadow_config = with_overrides(config, epochs=int(config["audit_shadow_epochs"]))
     train_loader = data.original_loader(rows)
-    valid_loader = _valid_loader(config, data, train_loader.dataset, in_users)
+    valid_loader = validation_loader(config, data, train_loader.dataset, in_users)
     if config["unlearn_cache"]:
         model, summary, _, cached = cached_fit(shadow_config, train_loader, valid_loader,
                                                Path(config["output_dir"]) / "cache", "shadow",
@@ -77,7 +77,7 @@ def _digest(*datasets):
     return "shadow-" + digest.hexdigest()[:16]
 
 
-def _valid_loader(config, data, shadow_train, in_users):
+def validation_loader(config, data, shadow_train, in_users):
     """Full-sort validation on the shadow-in users' validation pairs (the validation split
     before the request: early stopping), with their shadow training items masked."""
     original = data.original_valid_dataset

@@ -10,7 +10,9 @@ everything the model reads (:class:`~recbole_tru.data.retained.UnlearnData`); ru
 from the checkpoint (``retrain`` trains from scratch on the retained data); evaluate the input
 and the output model with RecBole's evaluator (utility: the test pairs the request does not
 cover; forgetting: the forget set as ground truth); run the membership audit; prove the
-deletion (:mod:`recbole_tru.unlearn.proof`). No retrained reference is trained: a real
+deletion (:mod:`recbole_tru.unlearn.proof`); list the files on disk still derived from the
+deleted data, and remove the rebuildable ones with ``unlearn_purge``
+(:mod:`recbole_tru.unlearn.artifacts`). No retrained reference is trained: a real
 operator has none (TRU.md, the no-oracle rule).
 
 The checkpoint must come from this data set AND this split: a different data digest (another
@@ -52,6 +54,7 @@ from recbole_tru.registry import UNLEARNERS
 from recbole_tru.serving import check_checkpoint
 from recbole_tru.terminal import Progress
 from recbole_tru.training import build_model
+from recbole_tru.unlearn.artifacts import derived_artifacts, markdown_lines, purge
 from recbole_tru.unlearn.pipeline import METRIC_ORDER, unlearn_method
 from recbole_tru.unlearn.proof import deletion_proof, proof_passed
 
@@ -198,6 +201,9 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
     if not proof_passed(proof):
         failed = {k: v["detail"] for k, v in proof.items() if not v["passed"]}
         raise RuntimeError(f"proof of deletion failed, nothing written: {failed}")
+    artifacts = derived_artifacts(config, config["checkpoint"])
+    if config["unlearn_purge"]:
+        purge(artifacts)
 
     report = {
         "environment": environment(),
@@ -215,6 +221,7 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
         "forgetting": {"input": before["forget"], "output": after["forget"]},
         "audit": None if audit is None else {"info": audit.info(), "input": audit_before, "output": audit_after},
         "proof_of_deletion": {"passed": True, "checks": proof},
+        "derived_artifacts": {"purged": bool(config["unlearn_purge"]), "files": artifacts},
         "config_digest": meta.get("config_digest"), "data_digest": meta.get("data_digest"),
     }
     history = (meta.get("unlearning") or {}).get("history", []) + [
@@ -323,7 +330,12 @@ def format_markdown(report):
                          f"{_fmt(audit['output']['mia'][attack], 3)} |")
         lines += ["", "AUC of telling forgotten pairs from never-seen pairs: about 0.5 means the attack cannot "
                   "tell them apart.", ""]
-    lines += ["## Proof of deletion", "", "| check | passed | detail |", "| --- | --- | --- |"]
+    lines += ["## Proof of deletion", "",
+              "What the unlearned model reads at run time, checked pair by pair. Not covered: what its "
+              "parameters remember (the membership audit's question) and the files listed below.", "",
+              "| check | passed | detail |", "| --- | --- | --- |"]
     for name, check in report["proof_of_deletion"]["checks"].items():
         lines.append(f"| {name} | {'yes' if check['passed'] else 'NO'} | {check['detail']} |")
+    if report.get("derived_artifacts") is not None:
+        lines += [""] + markdown_lines(report["derived_artifacts"]["files"], report["derived_artifacts"]["purged"])
     return "\n".join(lines) + "\n"
