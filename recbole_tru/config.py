@@ -51,7 +51,7 @@ COUNT = (lambda v: _integer(v) and v > 0), "an integer > 0"
 COUNT_OR_ZERO = (lambda v: _integer(v) and v >= 0), "an integer >= 0"
 VALUE_RULES = {
     "forget_share": SHARE, "forget_regime": _one_of(*REGIMES), "forget_user_mode": _one_of(*USER_MODES),
-    "forget_unknown": _one_of("error", "skip"),
+    "forget_unknown": _one_of("error", "skip"), "unlearn_chain_targets": _one_of("new", "all"),
     "tru_budget": UNIT, "tru_alpha_min": UNIT, "tru_stop": _one_of("guarded", "epochs"),
     "tru_stop_metric": _one_of("ks", "recall"), "tru_reference": _one_of("live", "frozen"),
     "tru_match": _one_of("pooled", "user"), "tru_temperature": POSITIVE, "tru_stop_delta": NON_NEGATIVE,

@@ -16,7 +16,7 @@ import torch
 
 from conftest import TINY, TINY_CONFIG
 from recbole_tru.checkpoint import file_digest, read_checkpoint
-from recbole_tru.data.forget import read_request
+from recbole_tru.data.forget import RequestError, new_part, read_request
 from recbole_tru.data.retained import UnlearnData
 from recbole_tru.quick_start import run_recbole_tru
 from recbole_tru.training import build_model, load_data
@@ -237,6 +237,50 @@ def test_a_second_request_on_an_unlearned_checkpoint_deletes_both(checkpoints, s
 
 
 # --------------------------------------------------------------------------- whole or nothing
+
+def test_a_chained_request_unlearns_only_what_no_earlier_request_deleted(checkpoints, splits, tiny_root, tmp_path,
+                                                                         monkeypatch):
+    """``unlearn_chain_targets: new`` (default): the method's target is the new interactions,
+    while every request's interactions stay deleted from the data it trains and is judged on;
+    ``all`` targets the whole set again; a request that adds nothing is an error."""
+    rows = splits.request_rows(n_users=1, n_items=0, n_pairs=3)
+    first = run_workflow(tiny_root, tmp_path / "one", checkpoints(), write_request(tmp_path / "a.inter", rows[:2]),
+                         audit_enabled=False)
+    chained = first["output"]["checkpoint"]
+    seen = []
+    real = workflow.unlearn_method
+    monkeypatch.setattr(workflow, "unlearn_method", lambda c, m, data, o: seen.append(data) or real(c, m, data, o))
+    new = run_workflow(tiny_root, tmp_path / "two", chained, write_request(tmp_path / "b.inter", rows[1:]),
+                       audit_enabled=False)
+    target = seen[-1]
+    cumulative = new["deleted"]["interactions"]
+    assert new["method"]["targets"] == {"chain_targets": "new", "interactions": cumulative - first["deleted"]["interactions"]}
+    assert len(target.forget) == len(target.forget_dataset) == cumulative - first["deleted"]["interactions"]
+    assert len(target.deleted) == cumulative                               # the data: every request's deletion
+    assert len(target.train_dataset) - len(target.retain_dataset) == cumulative
+    assert len(target.eval_loader("forget").dataset) == cumulative
+    assert new["proof_of_deletion"]["passed"]
+    assert "- unlearned now: the" in (Path(new["output_dir"]) / "report.md").read_text()
+    again = run_workflow(tiny_root, tmp_path / "three", chained, write_request(tmp_path / "c.inter", rows[1:]),
+                         audit_enabled=False, unlearn_chain_targets="all")
+    assert again["method"]["targets"]["interactions"] == len(seen[-1].forget) == cumulative
+    with pytest.raises(RequestError, match="already deleted by an earlier request"):
+        run_workflow(tiny_root, tmp_path / "four", chained, write_request(tmp_path / "d.inter", rows[1:2]),
+                     audit_enabled=False)
+
+
+def test_new_part_keeps_what_the_earlier_requests_did_not_delete(splits, tmp_path):
+    full = read_request(write_request(tmp_path / "all.inter", splits.request_rows(n_users=2, n_items=0, n_pairs=0)),
+                        splits.train)
+    user_a, user_b = np.unique(full.users)
+    earlier = full.rows[full.users == user_a]
+    part = new_part(full, earlier)
+    assert np.array_equal(part.rows, full.rows[full.users == user_b])
+    assert set(part.deleted_users.tolist()) == {int(user_b)}               # user_a was done earlier
+    assert part.n_train == full.n_train
+    with pytest.raises(RequestError, match="nothing left to unlearn"):
+        new_part(full, full.rows)
+
 
 def test_a_run_that_fails_while_writing_leaves_nothing(checkpoints, splits, tiny_root, tmp_path, monkeypatch):
     request = write_request(tmp_path / "r.inter", splits.request_rows(n_users=0, n_items=0, n_pairs=2))

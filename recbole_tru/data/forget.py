@@ -91,6 +91,27 @@ def _finish(regime, train_dataset, removed, **requested):
                      n_train=len(users), **requested)
 
 
+def new_part(cumulative, earlier_rows, request=None):
+    """The part of the forget set ``cumulative`` that is not in ``earlier_rows`` (training rows an
+    earlier request deleted): what a chained request still has to unlearn. Users and items are
+    fully deleted in it when they are in ``cumulative`` (nothing retained after this request)
+    and own a row of the new part (ids fully deleted by an earlier request are done).
+    ``request`` (this request alone) gives the requested ids. Raises :class:`RequestError` when
+    every row was deleted before."""
+    keep = ~np.isin(cumulative.rows, earlier_rows)
+    if not keep.any():
+        raise RequestError("every training interaction this request names was already deleted by an earlier "
+                           "request (recorded in the input checkpoint): nothing left to unlearn")
+    users, items = cumulative.users[keep], cumulative.items[keep]
+    named = {} if request is None else {"requested_users": request.requested_users,
+                                        "requested_items": request.requested_items,
+                                        "requested_pairs": request.requested_pairs}
+    return ForgetSet(regime=cumulative.regime, rows=cumulative.rows[keep], users=users, items=items,
+                     deleted_users=np.intersect1d(cumulative.deleted_users, users),
+                     deleted_items=np.intersect1d(cumulative.deleted_items, items),
+                     n_train=cumulative.n_train, **named)
+
+
 def _check_share(share):
     if not isinstance(share, (int, float)) or not 0 < share < 1:
         raise RequestError(f"config key 'forget_share' must be a number in (0, 1), got {share!r}")

@@ -48,6 +48,7 @@ class UnlearnData:
     def __init__(self, config, train_dataset, valid_dataset, test_dataset, forget):
         self.config = config
         self.forget = forget
+        self.deleted = forget            # everything deleted from the data (see focused())
         self.train_dataset = train_dataset
         inter = train_dataset.inter_feat
         keep = np.ones(len(inter), dtype=bool)
@@ -73,12 +74,27 @@ class UnlearnData:
         self._histories = {}
 
     def _heldout(self, dataset):
-        keep = heldout_keep_mask(self.forget, dataset)
+        keep = heldout_keep_mask(self.deleted, dataset)
         return dataset.copy(dataset.inter_feat[torch.from_numpy(np.flatnonzero(keep))])
 
     def _forget_without_extra_field(self):
-        inter = self.train_dataset.inter_feat[torch.from_numpy(self.forget.rows)]
+        inter = self.train_dataset.inter_feat[torch.from_numpy(self.deleted.rows)]
         return self.train_dataset.copy(inter)
+
+    def focused(self, forget):
+        """The same retained data (loaders, samplers, histories, evaluation: everything deleted
+        stays deleted) with the methods' target narrowed to ``forget``, a part of this forget set
+        (:func:`~recbole_tru.data.forget.new_part`: a chained request's new pairs). ``forget``
+        and the forget batches are the part's; ``deleted`` and the ``forget`` evaluation loader
+        stay the whole set's."""
+        if not np.isin(forget.rows, self.deleted.rows).all():
+            raise ValueError("focused(): the target must be a part of the deleted interactions")
+        view = copy.copy(self)
+        view.forget = forget
+        inter = self.train_dataset.inter_feat[torch.from_numpy(forget.rows)]
+        inter.update(Interaction({FORGET_PAIR: torch.arange(len(forget.rows))}))
+        view.forget_dataset = self.train_dataset.copy(inter)
+        return view
 
     # --- training loaders -----------------------------------------------------------------
     def retain_loader(self, batch_size=None, rows=None, shuffle=True):

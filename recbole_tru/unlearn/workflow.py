@@ -45,13 +45,13 @@ from recbole.utils import set_color
 
 from recbole_tru.audit import Audit
 from recbole_tru.checkpoint import file_digest, load_into, read_checkpoint, save_checkpoint
-from recbole_tru.data.forget import RequestError, read_request, save_forget_set
+from recbole_tru.data.forget import RequestError, new_part, read_request, save_forget_set
 from recbole_tru.data.retained import UnlearnData, with_overrides
 from recbole_tru.files import atomic_write, unique_path
 from recbole_tru.model.ranking import drop_score_cache
 from recbole_tru.provenance import environment
 from recbole_tru.registry import UNLEARNERS
-from recbole_tru.serving import check_checkpoint
+from recbole_tru.serving import check_checkpoint, forgotten_set
 from recbole_tru.terminal import Progress
 from recbole_tru.training import build_model
 from recbole_tru.unlearn.artifacts import derived_artifacts, markdown_lines, purge
@@ -97,8 +97,9 @@ def load_checkpoint(config, train_dataset):
 # --------------------------------------------------------------------------- the request
 
 def resolve_request(config, meta, train_dataset, heldout, scratch):
-    """``(forget set, this request's forget set)``: the request resolved on the training
-    split, united with the forget set an unlearned input checkpoint carries."""
+    """``(forget set, this request's forget set, the earlier requests' forget set or None)``:
+    the request resolved on the training split, united with the forget set an unlearned input
+    checkpoint carries."""
     path = config["forget_file"]
     try:
         request = read_request(path, train_dataset, on_unknown=config["forget_unknown"], heldout=heldout)
@@ -110,12 +111,22 @@ def resolve_request(config, meta, train_dataset, heldout, scratch):
         raise RequestError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
     earlier = (meta.get("unlearning") or {}).get("forgotten")
     if not earlier:
-        return request, request
+        return request, request, None
     save_forget_set(request, train_dataset, scratch)
     rows = (Path(scratch) / "forget.inter").read_text(encoding="utf-8").splitlines()[1:]
     combined = Path(scratch) / "combined.inter"
     combined.write_text(earlier.rstrip("\n") + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    return read_request(combined, train_dataset, on_unknown="error", heldout=heldout), request
+    return (read_request(combined, train_dataset, on_unknown="error", heldout=heldout), request,
+            forgotten_set(meta, train_dataset, heldout))
+
+
+def method_target(config, data, forget, request, earlier):
+    """What the method unlearns: the whole forget set, or on an unlearned input checkpoint with
+    ``unlearn_chain_targets: new`` only the interactions no earlier request deleted
+    (:meth:`~recbole_tru.data.retained.UnlearnData.focused`); the data stays the whole set's."""
+    if earlier is None or config["unlearn_chain_targets"] == "all":
+        return data
+    return data.focused(new_part(forget, earlier.rows, request))
 
 
 def request_summary(request):
@@ -162,9 +173,10 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
 
     with progress.stage("deletion request") as stage:
         with tempfile.TemporaryDirectory(prefix="recbole_tru_request_") as scratch:
-            forget, request = resolve_request(config, meta, train, (valid, test), scratch)
+            forget, request, earlier = resolve_request(config, meta, train, (valid, test), scratch)
         request_sha = file_digest(request_path)
         data = UnlearnData(config, train, valid, test, forget)
+        target = method_target(config, data, forget, request, earlier)
         stage.note = f"{forget.stats()['interactions']} interactions to forget"
     timings["delete_data"] = stage.seconds
     logger.info(set_color("forget set", "yellow") + f": {forget.stats()}")
@@ -184,7 +196,7 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
         timings["audit"] = stage.seconds
 
     with progress.stage(f"unlearning with {method}") as stage:
-        model, trainer, _ = unlearn_method(config, method, data, original)
+        model, trainer, _ = unlearn_method(config, method, target, original)
         stage.note = f"of which {method} itself {trainer.seconds:.1f} s"
     timings["unlearn"] = trainer.seconds
 
@@ -214,6 +226,8 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
                     "heldout_rows_dropped": {"valid": len(valid) - len(data.valid_dataset),
                                              "test": len(test) - len(data.test_dataset)}},
         "method": {"name": method, "settings": method_settings(config, method),
+                   "targets": {"chain_targets": None if earlier is None else config["unlearn_chain_targets"],
+                               "interactions": len(target.forget)},
                    "stop_reason": getattr(trainer, "stop_reason", None), "log": trainer.log},
         "input": {"checkpoint": str(Path(config["checkpoint"]).resolve()), "sha256": input_sha,
                   "trained": {k: meta.get(k) for k in ("summary", "test_result")}},
@@ -295,6 +309,10 @@ def format_markdown(report):
     if "output" in report:
         lines.append(f"- output checkpoint: `{report['output']['checkpoint']}` (sha256 `{report['output']['sha256']}`)")
     lines += [f"- method: {method['name']} ({settings})" + (f"; stop: {method['stop_reason']}" if method["stop_reason"] else "")]
+    targets = method.get("targets") or {}
+    if targets.get("chain_targets") == "new":
+        lines.append(f"- unlearned now: the {targets['interactions']} interactions no earlier request deleted "
+                     f"(unlearn_chain_targets: new; every request's interactions stay deleted from the data)")
     if "timings" in report:
         t = report["timings"]
         lines.append(f"- time: {t['unlearn']:.2f} s unlearning, {t['total']:.2f} s in all "
