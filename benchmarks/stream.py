@@ -29,6 +29,7 @@ machine's torch threads: time nothing else meanwhile.
     python benchmarks/stream.py                               # VBPR and MMGCN, 20 requests
     python benchmarks/stream.py --models VBPR --requests 8 --judge-every 4
     python benchmarks/stream.py --render                      # rewrite .md/.csv/.png from the JSON
+    python benchmarks/stream.py --config '{"unlearn_chain_targets": "all"}' --name stream_chain_all
 """
 import argparse
 import csv
@@ -218,7 +219,8 @@ def markdown(report):
     lines = [f"`{report['command']}`: {report['requests']} requests per backbone ({', '.join(KINDS)}, in turn), "
              f"method `{report['method']}`, each on the previous request's checkpoint; a retrain on the cumulative "
              f"deletion judges requests {', '.join(str(p['request']) for p in report['backbones'][0]['judged'])}. "
-             f"{report['wall_seconds'] / 60:.1f} min in all.", "",
+             f"{report['wall_seconds'] / 60:.1f} min in all." + (f" Note: {report['note']}." if report.get("note") else ""),
+             "",
              "<!-- table-1 -->",
              "| backbone | unlearning s: median | p95 | whole request s: median | p95 | retrain s: median "
              "| forget gap: first → last | retain gap: first → last | MIA distance: first → last "
@@ -277,13 +279,13 @@ def plot(report, path):
     plt.close(fig)
 
 
-def write_outputs(report, out):
+def write_outputs(report, out, name="stream"):
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "stream.json", lambda t: Path(t).write_text(json.dumps(report, indent=2), encoding="utf-8"),
+    atomic_write(out / f"{name}.json", lambda t: Path(t).write_text(json.dumps(report, indent=2), encoding="utf-8"),
                  replace=True)
-    atomic_write(out / "stream.csv", lambda t: Path(t).write_text(csv_text(report), encoding="utf-8"), replace=True)
-    atomic_write(out / "stream.md", lambda t: Path(t).write_text(markdown(report), encoding="utf-8"), replace=True)
-    plot(report, out / "stream.png")
+    atomic_write(out / f"{name}.csv", lambda t: Path(t).write_text(csv_text(report), encoding="utf-8"), replace=True)
+    atomic_write(out / f"{name}.md", lambda t: Path(t).write_text(markdown(report), encoding="utf-8"), replace=True)
+    plot(report, out / f"{name}.png")
 
 
 def main(argv=None):
@@ -299,12 +301,13 @@ def main(argv=None):
     parser.add_argument("--audit", action="store_true", help="the workflow's own audit on every request (slower)")
     parser.add_argument("--work", default=None, help="folder for checkpoints and requests (default: a temporary one)")
     parser.add_argument("--out", default=str(HERE / "results"))
-    parser.add_argument("--render", action="store_true", help="rewrite .md/.csv/.png from <out>/stream.json")
+    parser.add_argument("--name", default="stream", help="file name of the outputs (<out>/<name>.json, ...)")
+    parser.add_argument("--render", action="store_true", help="rewrite .md/.csv/.png from <out>/<name>.json")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.render:
-        report = summarise(json.loads((out / "stream.json").read_text()))
-        write_outputs(report, out)
+        report = summarise(json.loads((out / f"{args.name}.json").read_text()))
+        write_outputs(report, out, args.name)
         return report
     if args.requests < 1 or args.judge_every < 1:
         raise SystemExit("--requests and --judge-every must be >= 1")
@@ -319,7 +322,7 @@ def main(argv=None):
               "judge_every": args.judge_every, "method": args.method, "seed": args.seed, "audit": args.audit,
               "judge_audit": JUDGE_AUDIT, "backbones": backbones}
     report = summarise(report)
-    write_outputs(report, out)
+    write_outputs(report, out, args.name)
     print(markdown(report))
     return report
 
