@@ -221,7 +221,34 @@ def markdown(report):
             lines.append(f"| {ABLATIONS[name][0]} | {pm(a[name]['forget_gap'])} | {pm(a[name]['retain_gap'])} | "
                          f"{diff_ci(p['forget_gap'])} | {diff_ci(p['retain_gap'])} | {pm(a[name]['seconds'], 2)} |")
     lines += variance_markdown(report)
+    lines += likelihood_markdown(report)
     return "\n".join(lines) + "\n"
+
+
+def likelihood_markdown(report):
+    """The likelihood-ratio attack (``lira``, where the run had ``audit_lr``) and the ``delta``
+    attack: AUC, distance to retrain's, TPR at 1 % FPR, and TRU against each baseline."""
+    if not any("mia_lr_distance" in a for cell in report["cells"] for a in cell["aggregate"].values()):
+        return []
+    lines = ["", "Likelihood-ratio attack with reference models (`lira`) and the score-change attack (`delta`): "
+             "AUC of the forget pairs vs held-out pairs and its distance to retrain's (per request), the true-positive "
+             "rate at 1 % false positives, mean ± 95 % CI; TRU vs the method: wins, paired difference TRU − method "
+             "[95 % CI] of the distance.", "",
+             "| backbone | regime | method | lira AUC | lira distance | lira TPR at 1 % FPR | delta distance "
+             "| TRU vs method: lira distance | TRU vs method: delta distance |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for cell in report["cells"]:
+        for method, a in cell["aggregate"].items():
+            if "mia_auc" not in a or method.startswith("tru-"):
+                continue
+            p = cell["paired"].get(method, {})
+            vs = [f"{wins(p[m])}, {diff_ci(p[m])}" if p.get(m, {}).get("n") else "" for m in
+                  ("mia_lr_distance", "delta_distance")]
+            lines.append(f"| {cell['model']} | {cell['regime']} | {method} | {pm(a.get('attacks', {}).get('lira'), 3)} | "
+                         f"{'' if method == 'retrain' else pm(a.get('mia_lr_distance'), 3)} | "
+                         f"{pm(a.get('mia_lr_tpr'), 3)} | {'' if method == 'retrain' else pm(a.get('delta_distance'), 3)} | "
+                         f"{vs[0]} | {vs[1]} |")
+    return lines
 
 
 ATTACKS = ("logistic", "rank", "score", "margin", "delta", "shadow")
