@@ -52,6 +52,12 @@ def check_checkpoint(config, meta, model, path):
             feature_file = feature_file_path(config["data_path"], config["dataset"], suffix)
             raise CheckpointError(f"{path} was trained with {modality!r} features of width {saved.get(modality)}, "
                                   f"this run's {feature_file} has width {widths.get(modality)}")
+    check_digests(config, meta, path)
+
+
+def check_digests(config, meta, path):
+    """The data and config digests of checkpoint ``path`` against this run's (see
+    :func:`check_checkpoint`)."""
     digest = data_fingerprint(config["data_path"])
     if meta.get("data_digest") != digest:
         raise CheckpointError(f"{path} was trained on other data: data digest {meta.get('data_digest')} "
@@ -119,6 +125,7 @@ def load_checkpoint(model_file, config_file_list=None, config_dict=None, expect=
             raise CheckpointError(f"{path} has no {key!r} in its metadata: not a recbole_tru model checkpoint")
     config = Config(model=meta["model"], dataset=meta["dataset"], config_file_list=config_file_list,
                     config_dict={**(recorded or {}), **(config_dict or {})}, read_cmd_line=False)
+    check_digests(config, meta, path)             # before the forget set is resolved on this data
     dataset, train_data, valid_data, test_data = load_data(config)
     train, valid, test = train_data.dataset, valid_data.dataset, test_data.dataset
     forget = forgotten_set(meta, train, heldout=(valid, test))

@@ -137,6 +137,16 @@ def test_the_callers_settings_override_the_recorded_ones_and_are_checked(trained
         load_checkpoint(path, expect={"model": "MMGCN"})
 
 
+def test_a_checkpoint_of_other_data_is_refused_before_its_forget_set_is_read(trained, tmp_path):
+    payload = read_checkpoint(trained("VBPR"))
+    meta = {**payload["meta"], "data_digest": "0" * 64,
+            "unlearning": {"forgotten": "user_id:token\titem_id:token\nnobody\t\n"}}
+    other = tmp_path / "other.pth"
+    torch.save({"state_dict": payload["state_dict"], "meta": meta}, other)
+    with pytest.raises(CheckpointError, match=rf"{other} was trained on other data: data digest 0000"):
+        load_checkpoint(other)
+
+
 def test_a_checkpoint_without_recorded_settings_needs_them_from_the_caller(trained, tiny_root, tmp_path):
     payload = read_checkpoint(trained("VBPR"))
     meta = {k: v for k, v in payload["meta"].items() if k != "config"}
