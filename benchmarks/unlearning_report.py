@@ -239,7 +239,7 @@ def likelihood_markdown(report):
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for cell in report["cells"]:
         for method, a in cell["aggregate"].items():
-            if "mia_auc" not in a or method.startswith("tru-"):
+            if "lira" not in a.get("attacks", {}) or method.startswith("tru-"):
                 continue
             p = cell["paired"].get(method, {})
             vs = [f"{wins(p[m])}, {diff_ci(p[m])}" if p.get(m, {}).get("n") else "" for m in
