@@ -40,6 +40,13 @@ from recbole_tru.training import build_model, load_data
 def check_checkpoint(config, meta, model, path):
     """Is checkpoint ``path`` (``meta``) a model of this run's kind, data and split? Raises
     :class:`CheckpointError` naming the checkpoint and both sides otherwise."""
+    check_model(config, meta, model, path)
+    check_digests(config, meta, path)
+
+
+def check_model(config, meta, model, path):
+    """The model, data set and feature widths of checkpoint ``path`` against this run's (see
+    :func:`check_checkpoint`)."""
     for key in ("model", "dataset"):
         if meta.get(key) != config[key]:
             raise CheckpointError(f"{path} was trained for {key}={meta.get(key)!r}, this run has "
@@ -52,7 +59,6 @@ def check_checkpoint(config, meta, model, path):
             feature_file = feature_file_path(config["data_path"], config["dataset"], suffix)
             raise CheckpointError(f"{path} was trained with {modality!r} features of width {saved.get(modality)}, "
                                   f"this run's {feature_file} has width {widths.get(modality)}")
-    check_digests(config, meta, path)
 
 
 def check_digests(config, meta, path):
@@ -135,7 +141,7 @@ def load_checkpoint(model_file, config_file_list=None, config_dict=None, expect=
         train_data, valid_data, test_data = data.retain_loader(), data.eval_loader("valid"), data.eval_loader("test")
         train = data.retain_dataset
     model = build_model(config, train)
-    check_checkpoint(config, meta, model, path)
+    check_model(config, meta, model, path)        # the digests were checked above
     load_into(model, path, expect={"model": config["model"], "dataset": config["dataset"]})
     model.eval()
     return Served(config, model, dataset, train_data, valid_data, test_data, data, meta, path)
@@ -205,7 +211,7 @@ def top_k(served, users, k):
 def recommend(served, users_file, k, out_file):
     """Write the top-``k`` lists of the users in ``users_file`` to ``out_file`` (a new file,
     written whole or not at all), one row per (user, rank): ``user_id:token  rank:float
-    item_id:token  score:float``. Returns the path."""
+    item_id:token  score:float``. Returns ``(path, number of users)``."""
     dataset = served.test_data.dataset
     tokens, users = read_users(users_file, dataset)
     scores, items = top_k(served, users, k)
@@ -215,7 +221,8 @@ def recommend(served, users_file, k, out_file):
         lines += [f"{token}\t{rank}\t{id2item[i]}\t{s:.6g}" for rank, (i, s) in enumerate(zip(row_items, row_scores), 1)]
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(out_file, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
+    path = atomic_write(out_file, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
+    return path, len(tokens)
 
 
 def run_recommend(config):
@@ -240,9 +247,8 @@ def run_recommend(config):
     else:
         out = unique_path(Path(config["output_dir"]) / f"recommend-{config['model']}-{time.strftime('%Y%m%d-%H%M%S')}",
                           ".tsv")
-    path = recommend(served, config["recommend"], k, out)
+    path, n_users = recommend(served, config["recommend"], k, out)
     forgotten = 0 if served.data is None else int(served.data.forget.stats()["interactions"])
-    n_users = len(read_users(config["recommend"], served.test_data.dataset)[0])
     print(f"top-{k} lists of {n_users} user(s) written to {path}"
           + (f" (served with {forgotten} forgotten interactions deleted from its data)" if forgotten else ""))
     return {"file": str(path), "users": n_users, "topk": k, "forgotten_interactions": forgotten}

@@ -32,7 +32,7 @@ def _entry(path, kind, what):
             "removed": False}
 
 
-def derived_artifacts(config, input_checkpoint, new_folder=None):
+def derived_artifacts(config, input_checkpoint):
     """Every file on disk derived from this data set's interactions that the request leaves
     behind (see the module): a list of ``{"path", "kind", "what", "purge", "removed"}``."""
     dataset, model = config["dataset"], config["model"]
@@ -43,9 +43,9 @@ def derived_artifacts(config, input_checkpoint, new_folder=None):
                                           "unlearned checkpoint deletes them on every load"))
     out.append(_entry(input_checkpoint, "model", "the input checkpoint: trained before this request"))
     output_dir = Path(config["output_dir"])
-    new_folder = Path(new_folder).resolve() if new_folder else None
+    # this request's own folder does not exist yet (it is renamed into place once written)
     for folder in sorted(output_dir.glob(f"request-{model}-*")):
-        if not folder.is_dir() or folder.name.startswith(".") or (new_folder and folder.resolve() == new_folder):
+        if not folder.is_dir():
             continue
         for name, what in (("unlearned.pth", "an earlier request's checkpoint: does not include this deletion"),
                            ("forget.inter", "an earlier request's forget set: names deleted data")):
