@@ -190,3 +190,34 @@ def test_every_property_key_has_a_typed_comment(path):
             ok = isinstance(value, TYPES[kind]) and not (kind in ("int", "float") and isinstance(value, bool))
             assert ok, f"{path.name}:{number}: '{key}' is declared ({kind}) but its value is {value!r}"
     assert sorted(seen) == sorted(values), f"{path.name}: keys the line parser missed"
+
+
+def test_eval_batch_size_auto_follows_the_catalogue(build):
+    """auto -> RecBole's 4096 up to 4,096 items (one or more users per batch), else 2**22 score
+    cells; a number is kept; anything else names the key."""
+    from recbole_tru.data.dataset import LARGE_EVAL_BATCH, RECBOLE_EVAL_BATCH, resolve_eval_batch_size
+
+    config = build("VBPR")
+    assert config["eval_batch_size"] == "auto"
+    assert resolve_eval_batch_size(config, 1682) == RECBOLE_EVAL_BATCH == 4096      # ml-100k: as RecBole
+    config["eval_batch_size"] = "auto"
+    assert resolve_eval_batch_size(config, 7050) == LARGE_EVAL_BATCH                 # Amazon Baby: 594 users per batch
+    assert LARGE_EVAL_BATCH // 7050 == 594 and RECBOLE_EVAL_BATCH // 7050 == 0      # RecBole's: max(0, 1) = one user
+    config["eval_batch_size"] = 1000
+    assert resolve_eval_batch_size(config, 7050) == 1000
+    for bad in ("big", 0, -5, True):
+        config["eval_batch_size"] = bad
+        with pytest.raises(ValueError, match="'eval_batch_size'"):
+            resolve_eval_batch_size(config, 10)
+
+
+def test_the_data_set_resolves_eval_batch_size(tmp_path):
+    from conftest import TINY_CONFIG, write_tiny_dataset
+    from recbole_tru.training import load_data
+
+    write_tiny_dataset(tmp_path)
+    config = Config(model="VBPR", dataset=TINY, config_dict={**TINY_CONFIG, "data_path": str(tmp_path)},
+                    read_cmd_line=False)
+    _, _, valid, _ = load_data(config)
+    assert config["eval_batch_size"] == 4096
+    assert valid.step == 4096 // valid.dataset.item_num                   # users per full-sort batch

@@ -15,6 +15,7 @@ from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 from recbole.data.interaction import Interaction
 from recbole.sampler import Sampler
 
+from recbole_tru.data.dataset import resolve_eval_batch_size
 from recbole_tru.data.forget import heldout_keep_mask
 
 FORGET_PAIR = "forget_pair"      # field of forget batches: the pair's index in the forget set
@@ -47,6 +48,7 @@ class UnlearnData:
 
     def __init__(self, config, train_dataset, valid_dataset, test_dataset, forget):
         self.config = config
+        resolve_eval_batch_size(config, train_dataset.item_num)          # a fresh Config may still say auto
         self.forget = forget
         self.deleted = forget            # everything deleted from the data (see focused())
         self.train_dataset = train_dataset
