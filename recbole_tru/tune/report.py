@@ -17,6 +17,7 @@ import yaml
 from recbole_tru.files import atomic_write
 
 METRICS = ("objective", "valid_ndcg@20", "valid_recall@20", "forget_recall@20", "forget_gap", "unlearn_seconds")
+NODE = "node_id"        # the Ray node that ran the trial (trials.csv): on a cluster, where the work went
 
 
 def plain(value):
@@ -41,6 +42,7 @@ def trial_rows(results, keys):
                "reports": metrics.get("training_iteration", 0)}
         row.update({k: plain(result.config.get(k)) for k in keys})
         row.update({k: plain(metrics.get(k)) for k in METRICS})
+        row[NODE] = metrics.get(NODE) or ""
         row["error"] = error_line(result.error) if result.error else ""
         rows.append(row)
     return sorted(rows, key=lambda r: str(r["trial"]))

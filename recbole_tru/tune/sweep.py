@@ -41,7 +41,7 @@ from recbole_tru.data.retained import UnlearnData, with_overrides
 from recbole_tru.files import atomic_write, unique_path
 from recbole_tru.training import load_data
 from recbole_tru.tune.objective import CalibrationScore
-from recbole_tru.tune.report import (METRICS, plot_pareto, select_best, trial_rows, write_best_yaml,
+from recbole_tru.tune.report import (METRICS, NODE, plot_pareto, select_best, trial_rows, write_best_yaml,
                                      write_csv)
 from recbole_tru.tune.space import SearchSpaceError, load_search_space
 from recbole_tru.tune.trial import run_trial
@@ -215,7 +215,7 @@ def run_sweep(config, judge=True):
 
     keys = list(space.domains)
     rows = trial_rows(grid, keys)
-    write_csv(out / "trials.csv", rows, ["trial", "status", "reports", *keys, *METRICS, "error"])
+    write_csv(out / "trials.csv", rows, ["trial", "status", "reports", *keys, *METRICS, NODE, "error"])
     best = select_best(rows)
     if best is None:
         raise RuntimeError(f"Every trial of the sweep failed; see {out / 'trials.csv'} and {out / 'ray'}")

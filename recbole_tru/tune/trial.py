@@ -7,6 +7,7 @@ do not inherit the driver's monkeypatches). Everything a trial reads comes from 
 splits and forget set, and the original model's checkpoint, trained once by the driver. No
 trial trains an original or a retrained model.
 """
+import ray
 import torch
 from ray import tune
 
@@ -37,7 +38,10 @@ def run_trial(params, bundle):
     load_into(model, bundle["original"], {"model": config["model"], "dataset": config["dataset"]})
     trainer = get_unlearn_trainer(bundle["method"])(config, model, data)
     score = CalibrationScore(config, data, bundle["gap_weight"], bundle["reference_forget_recall"])
-    trainer.epoch_callback = lambda t, epoch: tune.report({"epoch": epoch, "finished": 0, **score(t.model)})
+    node = ray.get_runtime_context().get_node_id()          # where the trial ran (trials.csv, on a cluster)
+    trainer.epoch_callback = lambda t, epoch: tune.report({"epoch": epoch, "finished": 0, "node_id": node,
+                                                           **score(t.model)})
     trainer.unlearn(show_progress=False)
     tune.report({"epoch": len(trainer.log), "finished": 1, "unlearn_seconds": trainer.seconds,
+                 "node_id": node,
                  **score(trainer.model)})

@@ -25,6 +25,7 @@ which attaches to ``ray_address`` when set); without it, one after another in th
 """
 import contextlib
 import hashlib
+import sys
 import time
 from pathlib import Path
 
@@ -97,7 +98,17 @@ def train_shard(shared, job):
     sampler = Sampler(["train"], [dataset]).set_phase("train")
     loader = TrainDataLoader(config, dataset, sampler, shuffle=True)
     model, _, summary = fit(config, loader, shared["valid"], show_progress=False)
+    summary = {**summary, "node_id": _ray_node()}
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, summary
+
+
+def _ray_node():
+    """The Ray node a shard trained on (None outside Ray; Ray is not imported for that)."""
+    if "ray" not in sys.modules:
+        return None
+    from recbole_tru.cluster import node_id
+
+    return node_id()
 
 
 class SISAEnsemble(GeneralRecommender):
