@@ -9,7 +9,12 @@ seed):
 
 * ``--methods``: whole method records the first run lacks (e.g. ``influence``);
 * ``--metrics``: metrics of the methods both runs have (e.g. ``mia_lr_distance``), and
-  ``--attacks``: attack AUCs into each method's ``attacks``.
+  ``--attacks``: attack AUCs into each method's ``attacks``;
+* ``--replace``: whole method records that the second run measured again after the method
+  changed (e.g. ``tru`` with new defaults), with its trajectory and, for ``tru``, the ablation.
+  The replaced method's figures differ by design; every other method both runs have (the
+  original and the retrained model above all) must still agree. Its ``speedup`` stays the one
+  measured beside its own run's retraining.
 
 Before anything is copied, every quality figure both runs have (forget gap, retain gap, MIA AUC,
 top-K overlap) must be equal in the two runs; any difference stops the merge (the runs would not
@@ -37,7 +42,7 @@ def request_key(cell, request):
     return cell["model"], cell["regime"], request["original"], request["forget_seed"]
 
 
-def merge(base, add, methods=(), metrics=(), attacks=()):
+def merge(base, add, methods=(), metrics=(), attacks=(), replace=()):
     """``base`` with ``add``'s figures copied in (see the module); returns the number of
     requests merged. Raises ValueError on a quality figure that differs between the runs."""
     added = {request_key(c, r): r for c in add["cells"] for r in c["requests"]}
@@ -47,18 +52,23 @@ def merge(base, add, methods=(), metrics=(), attacks=()):
             other = added.get(request_key(cell, request))
             if other is None:
                 continue
-            for method in set(request["methods"]) & set(other["methods"]):
+            for method in (set(request["methods"]) & set(other["methods"])) - set(replace):
                 for metric in QUALITY:
                     a, b = request["methods"][method].get(metric), other["methods"][method].get(metric)
                     if a is not None and b is not None and a != b:
                         raise ValueError(f"{request_key(cell, request)} {method} {metric}: {a} in the base run, "
                                          f"{b} in the added run: not the same measurements")
-            for method in methods:
+            for method in [*methods, *replace]:
                 if method in other["methods"]:
                     request["methods"][method] = other["methods"][method]
+            for method in replace:
+                if method in other.get("trajectories", {}):
+                    request.setdefault("trajectories", {})[method] = other["trajectories"][method]
+            if "tru" in replace and other.get("ablation"):
+                request["ablation"] = other["ablation"]
             for method, record in request["methods"].items():
                 source = other["methods"].get(method)
-                if source is None or method in methods:
+                if source is None or method in methods or method in replace:
                     continue
                 for metric in metrics:
                     if metric in source:
@@ -77,16 +87,17 @@ def main(argv=None):
     parser.add_argument("--methods", default="")
     parser.add_argument("--metrics", default="")
     parser.add_argument("--attacks", default="")
+    parser.add_argument("--replace", default="")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
     base, add = json.loads(Path(args.base).read_text()), json.loads(Path(args.add).read_text())
     split = lambda text: [x for x in text.split(",") if x]  # noqa: E731
-    n = merge(base, add, split(args.methods), split(args.metrics), split(args.attacks))
+    n = merge(base, add, split(args.methods), split(args.metrics), split(args.attacks), split(args.replace))
     if n == 0:
         raise SystemExit("no request of the added run matches the base run")
     base.setdefault("merged_from", []).append({"file": args.add, "command": add.get("command"), "requests": n,
                                                "methods": split(args.methods), "metrics": split(args.metrics),
-                                               "attacks": split(args.attacks)})
+                                               "attacks": split(args.attacks), "replace": split(args.replace)})
     report = summarise(base)
     write_outputs(report, Path(args.out))
     print(f"{n} requests merged into {args.out}")

@@ -5,7 +5,7 @@ repository root on ``sys.path``; :func:`run_variants` is also ``calibration.py``
 import time
 from pathlib import Path
 
-from recbole_tru.audit import REFERENCES, SHADOW, audit_rng
+from recbole_tru.audit import REFERENCES, SHADOW, Audit, audit_rng
 from recbole_tru.audit.likelihood import train_references
 from recbole_tru.audit.shadow import train_shadow
 from recbole_tru.config import Config
@@ -60,12 +60,17 @@ def prepare_cell(model, regime, out, extra, dataset, config_files=None):
     data = UnlearnData(config, train.dataset, valid.dataset, test.dataset, forget)
     retrained, summary, _ = pipeline.train_reference(config, (data.retain_loader(), data.eval_loader("valid")),
                                                      cache, "retrain", pipeline.forget_digest(forget))
-    return base, data, original, Judge(config, data, retrained), summary, config_files
+    return base, data, original, Judge(config, data, retrained), summary, config_files, (config, retrained)
 
 
-def run_variants(model, regime, out, extra, dataset, variants, method="tru", config_files=None):
-    """``method`` with each ``{name: overrides}`` variant on one cell; judged, no audit."""
-    base, data, original, judge, summary, files = prepare_cell(model, regime, out, extra, dataset, config_files)
+def run_variants(model, regime, out, extra, dataset, variants, method="tru", config_files=None, audit=False):
+    """``method`` with each ``{name: overrides}`` variant on one cell, judged; with ``audit`` also
+    the interaction-level membership audit (headline AUC and its distance to retrain's, every
+    attack's AUC) of the retrained model and of every variant."""
+    base, data, original, judge, summary, files, (config, retrained) = prepare_cell(model, regime, out, extra,
+                                                                                    dataset, config_files)
+    auditor = Audit(config, data, original) if audit else None
+    reference = {**judge.reference, **(auditor.run(retrained) if auditor else {})}
     rows = {}
     for name, overrides in variants.items():
         variant = Config(model=model, dataset=dataset, config_file_list=files,
@@ -74,7 +79,10 @@ def run_variants(model, regime, out, extra, dataset, variants, method="tru", con
         model_u, trainer, _ = pipeline.unlearn_method(variant, overrides.get("method", method), data, original)
         rows[name] = {**judge.report(model_u), "seconds": trainer.seconds,
                       "stop_reason": getattr(trainer, "stop_reason", None)}
-    return {"retrain_seconds": summary["seconds"], "reference": judge.reference, "variants": rows}
+        if auditor:
+            rows[name].update(figures({**rows[name], **auditor.run(model_u)}, reference, summary["seconds"]))
+    data.config = config
+    return {"retrain_seconds": summary["seconds"], "reference": reference, "variants": rows}
 
 
 def figures(r, ref, retrain_seconds):

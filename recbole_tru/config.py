@@ -53,7 +53,7 @@ VALUE_RULES = {
     "forget_share": SHARE, "forget_regime": _one_of(*REGIMES), "forget_user_mode": _one_of(*USER_MODES),
     "forget_unknown": _one_of("error", "skip"), "unlearn_chain_targets": _one_of("new", "all"),
     "tru_budget": UNIT, "tru_alpha_min": UNIT, "tru_stop": _one_of("guarded", "epochs"),
-    "tru_stop_metric": _one_of("ks", "recall"), "tru_reference": _one_of("live", "frozen"),
+    "tru_stop_metric": _one_of("ks", "recall", "auc"), "tru_item_stop_metric": _one_of("ks", "recall", "auc"), "tru_reference": _one_of("live", "frozen"),
     "tru_match": _one_of("pooled", "user"), "tru_temperature": POSITIVE, "tru_stop_delta": NON_NEGATIVE,
     "tru_repair_budget": POSITIVE, "tru_rank_sample": COUNT_OR_ZERO,
     "audit_shadow_share": SHARE, "audit_user_holdout": SHARE, "audit_unseen_ratio": NON_NEGATIVE,

@@ -26,6 +26,16 @@ def reverse_bpr_loss(pos, neg, weight=None):
     return _mean(-F.logsigmoid(neg - pos), weight)
 
 
+def gated_forget_loss(pos, neg, gate):
+    """TRU's forget loss under a two-sided gate: pairs with ``gate > 0`` are pushed down with
+    the reverse BPR loss, pairs with ``gate < 0`` (below their target) pulled back up with BPR,
+    each weighted by ``|gate|``; with ``gate >= 0`` everywhere it is :func:`reverse_bpr_loss`."""
+    down = reverse_bpr_loss(pos, neg, weight=gate.clamp(min=0))
+    if not (gate < 0).any():
+        return down
+    return down + bpr_loss(pos, neg, weight=(-gate).clamp(min=0))
+
+
 def l2_reg(*tensors):
     """``Σ_t ||t||² / 2``, averaged over the batch (first) dimension of the first tensor."""
     batch = tensors[0].shape[0] if tensors[0].dim() else 1

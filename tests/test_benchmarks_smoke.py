@@ -84,6 +84,22 @@ def test_calibration_benchmark(tiny, tmp_path):
     assert (tmp_path / "r" / "calibration.md").is_file()
 
 
+def test_calibration_benchmark_with_audit(tiny, tmp_path):
+    """--audit adds the membership figures: the retrained reference is at distance 0 from itself,
+    every variant's distance is |its AUC - retrain's|."""
+    module = load("calibration")
+    report = module.main(["--models", "VBPR", "--regimes", "interaction", "--out", str(tmp_path / "r"), "--audit",
+                          "--tag", "_a", "--variants", "default;rank-AUC stop (δ .02)", *tiny])
+    cell = report["cells"][0]
+    assert list(cell["variants"]) == [module.DEFAULT, "rank-AUC stop (δ .02)"]
+    ref = cell["reference"]["mia_auc"]
+    for row in cell["variants"].values():
+        assert row["mia_distance"] == pytest.approx(abs(row["mia_auc"] - ref))
+    assert "MIA distance" in (tmp_path / "r" / "calibration_a.md").read_text()
+    with pytest.raises(SystemExit, match="unknown variant"):
+        module.main(["--variants", "no such variant", "--out", str(tmp_path / "r"), *tiny])
+
+
 def test_reproducibility_benchmark(tiny, tmp_path):
     """Each setting trains in its own process; the same setting twice gives the same bits."""
     module = load("reproducibility")
@@ -147,3 +163,25 @@ def test_merge_runs_adds_figures_only_where_the_runs_agree():
     differs = run(forget_gap=0.011)
     with pytest.raises(ValueError, match=r"tru forget_gap: 0.01 in the base run, 0.011 in the added run"):
         module.merge(run(), differs, metrics=["mia_lr_distance"])
+
+
+def test_merge_runs_replaces_a_changed_method_where_the_reference_agrees():
+    module = load("merge_runs")
+
+    def run(tru_gap, retrain_seconds=80.0):
+        return {"cells": [{"model": "VBPR", "regime": "item", "requests": [
+            {"original": 0, "forget_seed": 1, "ablation": {"tru": {"forget_gap": tru_gap}},
+             "trajectories": {"tru": [tru_gap]},
+             "methods": {"retrain": {"forget_gap": 0.0, "mia_auc": 0.5, "seconds": retrain_seconds},
+                         "tru": {"forget_gap": tru_gap, "mia_auc": 0.6}}}]}]}
+
+    base = run(0.009)
+    assert module.merge(base, run(0.002), replace=["tru"]) == 1
+    request = base["cells"][0]["requests"][0]
+    assert request["methods"]["tru"] == {"forget_gap": 0.002, "mia_auc": 0.6}
+    assert request["ablation"] == {"tru": {"forget_gap": 0.002}} and request["trajectories"]["tru"] == [0.002]
+    # the retrained reference must still be the same model in both runs
+    other = run(0.002)
+    other["cells"][0]["requests"][0]["methods"]["retrain"]["mia_auc"] = 0.51
+    with pytest.raises(ValueError, match="retrain mia_auc"):
+        module.merge(run(0.009), other, replace=["tru"])

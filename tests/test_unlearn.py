@@ -13,14 +13,15 @@ from scipy.stats import ks_2samp
 from conftest import tiny_config, write_tiny_dataset
 from recbole_tru.data.forget import select_forget
 from recbole_tru.data.retained import UnlearnData, with_overrides
-from recbole_tru.losses import bpr_loss, reverse_bpr_loss
+from recbole_tru.losses import bpr_loss, gated_forget_loss, reverse_bpr_loss
 from recbole_tru.registry import get_unlearn_trainer
 from recbole_tru.training import build_model, fit, load_data
 from recbole_tru.unlearn import pipeline
 from recbole_tru.unlearn.base import UntilStop
 from recbole_tru.unlearn.capacity import describe
 from recbole_tru.unlearn.evaluation import Judge
-from recbole_tru.unlearn.gate import GuardedStop, gate_weights, ks_distance, matched_targets, matched_targets_per_user
+from recbole_tru.unlearn.gate import (GuardedStop, auc_distance, gate_weights, ks_distance, matched_targets,
+                                     matched_targets_per_user)
 
 UID, IID, NEG = "user_id", "item_id", "neg_item_id"
 
@@ -176,6 +177,63 @@ def test_gate_weights_zero_at_or_below_target_and_growing_above():
     assert gate_weights([5], [10], 2.0)[0] < gate_weights([5], [10], 0.5)[0]
     with pytest.raises(ValueError, match="temperature"):
         gate_weights([1], [2], 0.0)
+
+
+def test_two_sided_gate_is_negative_below_the_target_and_equal_above():
+    ranks = np.array([10, 20, 40, 5, 1])
+    one, two = gate_weights(ranks, np.full(5, 10.0), 0.5), gate_weights(ranks, np.full(5, 10.0), 0.5, two_sided=True)
+    np.testing.assert_array_equal(two[3:], one[3:])                   # above the target: the same push
+    assert two[0] == 0.0                                              # at the target: nothing
+    assert two[1] == pytest.approx(-15 / 17)                          # tanh(log(10/20) / 0.5) = -tanh(log 4)
+    assert -1.0 <= two[2] < two[1] < 0                                # farther below, a larger pull
+
+
+def test_gated_forget_loss_pushes_down_above_and_pulls_up_below():
+    pos, neg = torch.tensor([2.0, 2.0, 2.0], requires_grad=True), torch.tensor([0.5, 0.5, 0.5])
+    gate = torch.tensor([0.7, 0.0, -0.4])
+    gated_forget_loss(pos, neg, gate).backward()
+    assert pos.grad[0] > 0                                            # descent lowers a pushed pair's score
+    assert pos.grad[1] == 0                                           # a pair at its target is left alone
+    assert pos.grad[2] < 0                                            # descent raises a pulled pair's score
+    # by hand: d/ds mean(w·-log σ(s - n)) = -w·σ(n - s) / B for the pulled pair
+    assert pos.grad[2].item() == pytest.approx(-0.4 * torch.sigmoid(torch.tensor(-1.5)).item() / 3)
+    # with no negative gate it is the reverse BPR loss, bit for bit
+    one_sided = torch.tensor([0.7, 0.0, 0.2])
+    assert torch.equal(gated_forget_loss(pos, neg, one_sided), reverse_bpr_loss(pos, neg, weight=one_sided))
+
+
+def test_auc_distance_is_the_folded_mann_whitney_auc():
+    from scipy.stats import mannwhitneyu
+    rng = np.random.default_rng(4)
+    for n, m in ((40, 70), (200, 33)):
+        f = rng.integers(1, 50, size=n).astype(float)                 # ranks with ties
+        r = rng.integers(1, 50, size=m).astype(float) + rng.integers(0, 10)
+        u = mannwhitneyu(r, f).statistic                              # pairs where the reference ranks lower (larger)
+        assert auc_distance(f, r) == pytest.approx(abs(u / (n * m) - 0.5), abs=1e-12)
+    assert auc_distance([1, 2], [3, 4, 5]) == 0.5                     # every forget pair ranked above: a certain member
+    assert auc_distance([7, 7], [7, 7, 7]) == 0.0                     # all tied: chance
+    assert np.isnan(auc_distance([], [1.0]))
+
+
+def test_each_group_of_pairs_stops_on_its_own_distance():
+    """Partially deleted users' pairs on the Recall gap, deleted items' pairs on the rank AUC:
+    the check's distance is their pair-weighted mean."""
+    from recbole_tru.unlearn.gate import gate_check
+
+    users = np.array([1, 1, 2, 2, 2])
+    ranks = np.array([3.0, 40.0, 5.0, 6.0, 500.0])
+    masks = {"partial": np.array([True, True, False, False, False]), "item": np.array([False, False, True, True, True])}
+    groups = {"partial": (np.array([1, 1]), np.array([10, 11])), "item": (np.array([2, 2]), np.array([12, 13]))}
+    refs = {"partial": np.array([30.0, 50.0]), "item": np.array([100.0, 1000.0])}
+    record = gate_check(users, ranks, masks, groups, refs, np.ones(5), match="pooled", gate=False, temperature=0.5,
+                        stop_metric={"partial": "recall", "item": "auc"}, stop_k=20)
+    recall = abs(1 / 2 - 0 / 2)                                      # user 1: forget 1 of 2 in the top 20, reference 0
+    auc = abs((2 + 2 + 1) / 6 - 0.5)                                  # item pairs above the reference: 2, 2 and 1 of 2
+    assert record["recall_gap_partial"] == pytest.approx(recall) and record["auc_item"] == pytest.approx(auc)
+    assert record["distance"] == pytest.approx((2 * recall + 3 * auc) / 5)
+    one = gate_check(users, ranks, masks, groups, refs, np.ones(5), match="pooled", gate=False, temperature=0.5,
+                     stop_metric="recall", stop_k=20)
+    assert one["distance"] == pytest.approx((2 * recall + 3 * one["recall_gap_item"]) / 5)
 
 
 def test_ks_distance_matches_scipy():

@@ -61,12 +61,14 @@ def matched_targets_per_user(forget_users, forget_ranks, reference_users, refere
     return targets
 
 
-def gate_weights(forget_ranks, target_ranks, temperature):
-    """``clip(tanh((log r_target - log r_ui) / T), 0, 1)`` per pair."""
+def gate_weights(forget_ranks, target_ranks, temperature, two_sided=False):
+    """``clip(tanh((log r_target - log r_ui) / T), 0, 1)`` per pair. ``two_sided``: not clipped
+    at 0, so a pair ranked *below* its target gets a negative weight (-1 at the floor): the
+    caller pulls it back up (:func:`recbole_tru.losses.gated_forget_loss`)."""
     if temperature <= 0:
         raise ValueError(f"gate temperature must be > 0, got {temperature}")
     gap = np.log(np.asarray(target_ranks, dtype=np.float64)) - np.log(np.asarray(forget_ranks, dtype=np.float64))
-    return np.clip(np.tanh(gap / temperature), 0.0, 1.0)
+    return np.clip(np.tanh(gap / temperature), -1.0 if two_sided else 0.0, 1.0)
 
 
 def ks_distance(a, b):
@@ -75,6 +77,20 @@ def ks_distance(a, b):
     grid = np.concatenate([a, b])
     return float(np.max(np.abs(np.searchsorted(a, grid, side="right") / len(a)
                                - np.searchsorted(b, grid, side="right") / len(b))))
+
+
+def auc_distance(forget_ranks, reference_ranks):
+    """``|P(r_f < r_ref) + P(r_f = r_ref)/2 - 1/2|``: how far a rank-only membership test that
+    calls a pair a member when it ranks higher is from chance, forget pairs vs never-trained
+    pairs (the Mann-Whitney AUC of the two rank samples, folded at 0.5). It reads the whole rank
+    distribution, where Recall@k reads its top only."""
+    f = np.asarray(forget_ranks, dtype=np.float64)
+    ref = np.sort(np.asarray(reference_ranks, dtype=np.float64))
+    if len(f) == 0 or len(ref) == 0:
+        return float("nan")
+    above = len(ref) - np.searchsorted(ref, f, side="right")       # reference pairs ranked below (larger rank)
+    ties = np.searchsorted(ref, f, side="right") - np.searchsorted(ref, f, side="left")
+    return float(abs((above.sum() + 0.5 * ties.sum()) / (len(f) * len(ref)) - 0.5))
 
 
 def user_recall(users, ranks, k, only=None):
@@ -169,10 +185,10 @@ def reference_pairs(data, partial_pair, item_pair, cold, size, rng):
 
 
 def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weights, *, match, gate,
-               temperature, stop_metric, stop_k):
+               temperature, stop_metric, stop_k, two_sided=False):
     """One check of the gate over the groups (``masks``: group -> forget-pair mask): sets the gate
     ``weights`` of each group's pairs in place (when ``gate``) and returns the check's record,
-    whose ``distance`` (the stop's: Recall@``stop_k`` gap or KS, pair-weighted over groups) the
+    whose ``distance`` (the stop's: Recall@``stop_k`` gap, rank AUC distance or KS, pair-weighted over groups) the
     guarded stop reads."""
     distance, total, record = 0.0, 0, {}
     for name, mask in masks.items():
@@ -184,13 +200,18 @@ def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weigh
         else:
             targets = matched_targets(forget_ranks[idx], ref)
         if gate:
-            weights[idx] = gate_weights(forget_ranks[idx], targets, temperature)
+            weights[idx] = gate_weights(forget_ranks[idx], targets, temperature, two_sided)
         ks = ks_distance(forget_ranks[idx], ref)
         record[f"ks_{name}"] = ks
-        if stop_metric == "recall":
+        auc = auc_distance(forget_ranks[idx], ref)
+        record[f"auc_{name}"] = auc
+        metric = stop_metric[name] if isinstance(stop_metric, dict) else stop_metric
+        if metric == "recall":
             gap = recall_gap(forget_users[idx], forget_ranks[idx], ref_users, ref, stop_k)
             record[f"recall_gap_{name}"] = gap
             distance += gap * len(idx)
+        elif metric == "auc":
+            distance += auc * len(idx)
         else:
             distance += ks * len(idx)
         total += len(idx)

@@ -41,7 +41,7 @@ import torch
 from recbole.trainer import Trainer
 
 from recbole_tru.data.retained import FORGET_PAIR
-from recbole_tru.losses import reverse_bpr_loss
+from recbole_tru.losses import gated_forget_loss
 from recbole_tru.model.ranking import pair_ranks, sample_items
 from recbole_tru.training import build_model
 from recbole_tru.unlearn.base import UnlearnTrainer, UntilStop, cycle
@@ -49,6 +49,10 @@ from recbole_tru.unlearn.capacity import (describe, forget_scores_and_retain_los
                                           user_sensitivity)
 from recbole_tru.unlearn.gate import GuardedStop, cold_items, gate_check, reference_pairs
 from recbole_tru.unlearn.optim import RowAdam
+
+# Streams of TRU's generators, keyed with forget_seed: np.random.default_rng([forget_seed, stream]).
+RANK_SAMPLE_STREAM = 1                                  # the checks' item sample
+DRAW_STREAM = 2                                         # reference pairs and repair sample
 
 
 class TRUTrainer(UnlearnTrainer):
@@ -77,12 +81,14 @@ class TRUTrainer(UnlearnTrainer):
         self.checks = []                                           # one record per gate check
         self.alphas = {}
         self.routed_rows = {}                                      # param name -> row mask
-        self._rng = np.random.default_rng(config["forget_seed"])
+        # TRU's own draws (reference pairs, repair sample) and the checks' item sample each have a
+        # stream of their own, apart from the request draw's (recbole_tru.data.forget: forget_seed alone)
+        self._rng = np.random.default_rng([int(config["forget_seed"]), DRAW_STREAM])
         self._reference = None                                     # never-trained pairs, drawn once
         self._frozen_ranks = None                                  # reference ranks at the first check
         # the checks' item sample (None: exact ranks): drawn once, from a generator of its own
         self.rank_sample = sample_items(data.n_items, self.option("rank_sample"),
-                                        np.random.default_rng([int(config["forget_seed"]), 1]))
+                                        np.random.default_rng([int(config["forget_seed"]), RANK_SAMPLE_STREAM]))
 
     # ------------------------------------------------------------------ the phases
     def train_loader(self):
@@ -283,7 +289,10 @@ class TRUTrainer(UnlearnTrainer):
         record = {"step": self.step, **gate_check(
             f.users, forget_ranks, masks, groups, ref_ranks, self.weights, match=self.option("match"),
             gate=self.option("gate"), temperature=float(self.option("temperature")),
-            stop_metric=self.option("stop_metric"), stop_k=int(self.option("stop_k")))}
+            stop_metric={"partial": self.option("stop_metric"),
+                         "item": self.option("item_stop_metric") or self.option("stop_metric")},
+            stop_k=int(self.option("stop_k")),
+            two_sided=bool(self.option("gate_two_sided")))}
         self.checks.append(record)
         return record["distance"]
 
@@ -302,7 +311,7 @@ class TRUTrainer(UnlearnTrainer):
         loss_r = self.lambda_r * retain_loss
         refresh = self.option("scaling") and (self.step - 1) % int(self.option("scale_refresh")) == 0
         if not self.option("route"):
-            loss_f = self.lambda_f * reverse_bpr_loss(pos, neg, weight=gate)
+            loss_f = self.lambda_f * gated_forget_loss(pos, neg, gate)
             if refresh:
                 self._rescale(loss_f, loss_r)
             return loss_f + loss_r
@@ -313,7 +322,7 @@ class TRUTrainer(UnlearnTrainer):
             if not weight.any():
                 continue
             names = list(rows)
-            loss_f = self.lambda_f * reverse_bpr_loss(pos, neg, weight=weight)
+            loss_f = self.lambda_f * gated_forget_loss(pos, neg, weight)
             routed = torch.autograd.grad(loss_f, [self.params[n] for n in names], retain_graph=True, allow_unused=True)
             for n, g in zip(names, routed):
                 if g is not None:
