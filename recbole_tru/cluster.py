@@ -41,7 +41,9 @@ def init_kwargs(address=None, num_cpus=None):
     kwargs = {"runtime_env": runtime_env(address), "log_to_driver": False}
     if address:
         return {"address": address, **kwargs}
-    return {"num_cpus": num_cpus, "include_dashboard": False, **kwargs}
+    # address "local": always a new instance, never a cluster that `ray start` left on this machine
+    # (Ray's default attaches to the last one started, even after it stopped)
+    return {"address": "local", "num_cpus": num_cpus, "include_dashboard": False, **kwargs}
 
 
 @contextlib.contextmanager
@@ -131,6 +133,8 @@ def local_cluster(nodes=2, cpus_per_node=1, timeout=180):
     common = ["--node-ip-address=127.0.0.1", f"--num-cpus={int(cpus_per_node)}", "--num-gpus=0", "--block",
               "--disable-usage-stats"]
     procs = []
+    marker = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"    # what `ray start --head` records
+    before = marker.read_bytes() if marker.exists() else None
     try:
         head = [*_ray_command(), "start", "--head", f"--port={address.split(':')[1]}", "--include-dashboard=false", *common]
         procs.append(_start(head))
@@ -149,6 +153,10 @@ def local_cluster(nodes=2, cpus_per_node=1, timeout=180):
                 proc.kill()
                 proc.wait()
             proc.log.close()
+        if before is None:                  # a plain ray.init() elsewhere must not find the stopped head
+            marker.unlink(missing_ok=True)
+        else:
+            marker.write_bytes(before)
 
 
 def _start(command):

@@ -28,6 +28,29 @@ def cluster():
     assert cluster_nodes(address) == []                    # both nodes stopped
 
 
+def test_a_stopped_cluster_leaves_no_trace_for_a_local_run(tmp_path):
+    """`ray start --head` records its address where a plain ray.init() would find it (and hang
+    on the stopped head): the helper restores that record, and a local run starts its own Ray."""
+    import tempfile
+    from pathlib import Path
+
+    marker = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    before = marker.read_bytes() if marker.exists() else None
+    try:
+        with local_cluster(nodes=1) as address:
+            assert cluster_nodes(address)
+    except (OSError, RuntimeError, TimeoutError) as err:
+        if in_ci():
+            raise
+        pytest.skip(f"a local Ray cluster cannot start here ({type(err).__name__}: {err})")
+    assert (marker.read_bytes() if marker.exists() else None) == before
+    # a local run (its own process, as a user's) starts a Ray of its own instead of waiting for the head
+    code = "from recbole_tru.cluster import parallel_map, probe; print(len(parallel_map(probe, None, [0.0], num_cpus=1)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=str(PACKAGE_ROOT))
+    assert run.returncode == 0 and run.stdout.strip().endswith("1"), run.stderr[-2000:]
+
+
 def node_ids(values):
     return {v for v in values if v}
 

@@ -141,7 +141,8 @@ def test_best_is_a_finished_trial_when_there_is_one():
 
 def test_ray_init_starts_locally_or_attaches_to_a_cluster():
     local = init_kwargs(None, num_cpus=2)
-    assert local["num_cpus"] == 2 and local["include_dashboard"] is False and "address" not in local
+    assert local["num_cpus"] == 2 and local["include_dashboard"] is False
+    assert local["address"] == "local"          # a new instance, never a cluster `ray start` left behind
     assert str(PACKAGE_ROOT) in local["runtime_env"]["env_vars"]["PYTHONPATH"].split(os.pathsep)
     remote = init_kwargs("ray://head:10001", num_cpus=2)
     assert remote["address"] == "ray://head:10001" and "num_cpus" not in remote
