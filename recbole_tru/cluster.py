@@ -69,8 +69,6 @@ def node_id():
 
 def probe(shared, seconds):
     """A task that holds its CPU for ``seconds`` and says on which node it ran (tests, checks)."""
-    import time
-
     time.sleep(seconds)
     return node_id()
 

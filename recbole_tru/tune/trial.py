@@ -7,11 +7,11 @@ do not inherit the driver's monkeypatches). Everything a trial reads comes from 
 splits and forget set, and the original model's checkpoint, trained once by the driver. No
 trial trains an original or a retrained model.
 """
-import ray
 import torch
 from ray import tune
 
 from recbole_tru.checkpoint import load_into
+from recbole_tru.cluster import node_id
 from recbole_tru.config import Config
 from recbole_tru.data.retained import UnlearnData
 from recbole_tru.registry import get_unlearn_trainer
@@ -38,7 +38,7 @@ def run_trial(params, bundle):
     load_into(model, bundle["original"], {"model": config["model"], "dataset": config["dataset"]})
     trainer = get_unlearn_trainer(bundle["method"])(config, model, data)
     score = CalibrationScore(config, data, bundle["gap_weight"], bundle["reference_forget_recall"])
-    node = ray.get_runtime_context().get_node_id()          # where the trial ran (trials.csv, on a cluster)
+    node = node_id()                                        # where the trial ran (trials.csv, on a cluster)
     trainer.epoch_callback = lambda t, epoch: tune.report({"epoch": epoch, "finished": 0, "node_id": node,
                                                            **score(t.model)})
     trainer.unlearn(show_progress=False)

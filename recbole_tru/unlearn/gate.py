@@ -88,8 +88,9 @@ def auc_distance(forget_ranks, reference_ranks):
     ref = np.sort(np.asarray(reference_ranks, dtype=np.float64))
     if len(f) == 0 or len(ref) == 0:
         return float("nan")
-    above = len(ref) - np.searchsorted(ref, f, side="right")       # reference pairs ranked below (larger rank)
-    ties = np.searchsorted(ref, f, side="right") - np.searchsorted(ref, f, side="left")
+    right = np.searchsorted(ref, f, side="right")
+    above = len(ref) - right                                        # reference pairs ranked below (larger rank)
+    ties = right - np.searchsorted(ref, f, side="left")
     return float(abs((above.sum() + 0.5 * ties.sum()) / (len(f) * len(ref)) - 0.5))
 
 
