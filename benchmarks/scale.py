@@ -15,7 +15,10 @@ Sub-benchmarks (``--bench``, comma separated):
   ``--sweep-size``. Original and retrained models use the same stopping rule
   (``--epochs``, ``--stopping-step``, validation every epoch).
 
-Every measurement runs in its own subprocess; peak memory is that process's ``ru_maxrss``.
+Every measurement runs in its own subprocess; peak memory is that process's ``ru_maxrss``. Its
+progress (stage, epoch, seconds since it started) is echoed as it comes, labelled with the
+measurement (``[unlearn baby VBPR, 95 s] original: epoch 4 training [...]``); its stderr goes to
+``<label>.stderr`` in the run folder.
 Writes ``scale.json``, ``scale.md``, ``scale_train.png`` and ``scale_unlearn.png`` to ``--out``
 (default ``benchmarks/results``). RecBole's logs go to ``--out``/``runs-scale-*``.
 
@@ -66,19 +69,36 @@ def ensure_data(size, data_dir, log=print):
     return folder, time.perf_counter() - start
 
 
+def task_label(task):
+    return " ".join(str(task[k]) for k in ("kind", "size", "model") if task.get(k)) or task["kind"]
+
+
 def run_one(task, out_dir, inline=False):
     """Run ``task`` in a fresh subprocess (cwd = a run folder: RecBole writes log/ there), or
-    in this process with ``inline`` (smoke tests: no per-process memory figure then)."""
+    in this process with ``inline`` (smoke tests: no per-process memory figure then).
+
+    The subprocess's progress lines (``PROGRESS ...``: stage, epoch, elapsed) are echoed as they
+    come, so a long measurement is never silent; its stderr goes to ``<out_dir>/<label>.stderr``."""
     if inline:
         return MEASURES[task["kind"]](task)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(task)]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out_dir, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{task['kind']} {task.get('size')} {task.get('model', '')} failed:\n"
-                           f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    label = task_label(task)
+    err_path = Path(out_dir) / (label.replace(" ", "-") + ".stderr")
+    lines, start = [], time.perf_counter()
+    with open(err_path, "w", encoding="utf-8") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=out_dir, env=env)
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            if line.startswith("PROGRESS "):
+                print(f"  [{label}, {time.perf_counter() - start:.0f} s] {line[len('PROGRESS '):]}", flush=True)
+        proc.wait()
+    results = [line for line in lines if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not results:
+        raise RuntimeError(f"{label} failed (exit {proc.returncode}):\n" + "\n".join(lines[-30:])
+                           + f"\n{err_path.read_text(encoding='utf-8')[-4000:]}")
+    return json.loads(results[-1][len("RESULT "):])
 
 
 # ------------------------------------------------------------------------------ orchestration

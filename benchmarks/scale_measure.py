@@ -1,7 +1,9 @@
 """The measurements of ``benchmarks/scale.py``: each runs in its own subprocess (``scale.py --one``)
 or, for the smoke tests, in the calling process (``--inline``), and returns a JSON-able dict
 (imported by ``scale.py``, which puts the repository root on ``sys.path``)."""
+import contextlib
 import importlib
+import logging
 import resource
 import statistics
 import time
@@ -10,6 +12,45 @@ from pathlib import Path
 RECALL, NDCG = "recall@20", "ndcg@20"
 # a part of TRU's run in TRUTrainer.phase_seconds -> its name in the report (scale_report.phase_lines)
 PHASES = {"reset": "reset", "checks": "checks", "targeted_steps": "targeted_steps", "repair": "repair_epochs"}
+
+
+def progress(message):
+    """One progress line for ``scale.py`` to echo (it reads the subprocess's stdout)."""
+    print(f"PROGRESS {message}", flush=True)
+
+
+class _EpochLines(logging.Handler):
+    """Forwards RecBole's per-epoch INFO lines ("epoch 3 training [time: ...]") as progress lines
+    while the data set and trainer log at WARNING (RecBole's handlers keep their own level)."""
+
+    def __init__(self, stage):
+        super().__init__(logging.INFO)
+        self.stage = stage
+
+    def emit(self, record):
+        text = record.getMessage()
+        if "epoch" in text and ("training" in text or "evaluating" in text):
+            progress(f"{self.stage}: {_plain(text)}")
+
+
+def _plain(text):
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+@contextlib.contextmanager
+def epoch_progress(stage):
+    """Within the block, RecBole's epoch lines reach ``scale.py`` as progress lines."""
+    root = logging.getLogger()
+    handler, level = _EpochLines(stage), root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def peak_rss_mb():
@@ -72,6 +113,7 @@ def measure_train(task):
     start = time.perf_counter()
     _, train, valid, _ = load_data(config)
     load_seconds = time.perf_counter() - start
+    progress(f"data loaded in {load_seconds:.1f} s")
     model = build_model(config, train.dataset)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     epochs = []
@@ -79,6 +121,7 @@ def measure_train(task):
         start = time.perf_counter()
         trainer._train_epoch(train, epoch, show_progress=False)
         epochs.append(time.perf_counter() - start)
+        progress(f"training epoch {epoch + 1}/{task['epochs']}: {epochs[-1]:.2f} s")
     start = time.perf_counter()
     trainer.evaluate(valid, load_best_model=False)
     return {"seconds_per_epoch": statistics.median(epochs), "epoch_seconds": epochs,
@@ -189,7 +232,10 @@ def measure_unlearn(task):
     _, train, valid, test = load_data(config)
     n_train = len(train.dataset)
     config["unlearn_cache"] = bool(task.get("cache"))
-    original, summary, cached = pipeline.train_reference(config, (train, valid), task.get("cache"), "original")
+    progress(f"data loaded: {n_train:,} training interactions; training the original {task['model']}")
+    with epoch_progress("original"):
+        original, summary, cached = pipeline.train_reference(config, (train, valid), task.get("cache"), "original")
+    progress(f"original: {summary['seconds']:.1f} s, {summary['epochs']} epochs" + (" (from the cache)" if cached else ""))
     config["unlearn_cache"] = False
     result = {"n_train": n_train, "original": {k: summary[k] for k in ("seconds", "epochs", "best_epoch")},
               "original_cached": cached, "restrict": task.get("restrict", True), "forget": []}
@@ -201,7 +247,9 @@ def measure_unlearn(task):
                "users_touched": int(len(np.unique(forget.users))), "methods": {}}
         judge = None
         if spec.get("retrain"):
-            model, trainer, _ = pipeline.unlearn_method(config, "retrain", data, original)
+            progress(f"forget {len(forget):,}: retrain")
+            with epoch_progress(f"forget {len(forget):,}: retrain"):
+                model, trainer, _ = pipeline.unlearn_method(config, "retrain", data, original)
             judge = Judge(config, data, model)
             row["methods"]["retrain"] = {"seconds": trainer.seconds, "runs": [trainer.seconds],
                                          "epochs": trainer.summary["epochs"], **_quality(judge.reference)}
@@ -216,9 +264,11 @@ def measure_unlearn(task):
             saved = {k: config[k] for k in overrides}
             for key, value in overrides.items():
                 config[key] = value
-            for _ in range(1 if method == "sisa" else task["repeats"]):
+            repeats = 1 if method == "sisa" else task["repeats"]
+            for run in range(repeats):
                 model, trainer, _ = pipeline.unlearn_method(config, method, data, original)
                 runs.append(trainer.seconds)
+                progress(f"forget {len(forget):,}: {name} run {run + 1}/{repeats}: {trainer.seconds:.2f} s")
                 phases.append(phase_seconds(trainer))
                 extra = {k: getattr(trainer, k) for k in ("stop_reason",) if hasattr(trainer, k)}
                 if hasattr(trainer, "checks"):

@@ -142,6 +142,34 @@ def test_stream_benchmark(tiny, tmp_path):
     assert again["backbones"][0]["summary"] == record["summary"]
 
 
+def test_latency_benchmark_independent_single_requests(tiny, tmp_path):
+    """Two one-user and two one-item requests, each on the original checkpoint: a user request
+    deletes exactly that user's training pairs (no chain: every request starts from the same
+    model, so none deletes anything an earlier one did), every proof passes, the CSV has the
+    documented columns and the medians are the rows' medians."""
+    module = load("latency")
+    out = tmp_path / "r"
+    report = module.main(["--models", "VBPR", "--requests", "2", "--out", str(out), *tiny])
+    (record,) = report["backbones"]
+    rows = record["requests"]
+    assert [(r["kind"], r["request"]) for r in rows] == [("user", 1), ("user", 2), ("item", 1), ("item", 2)]
+    assert all(r["proof_passed"] and r["n_deleted"] >= 1 and r["seconds"] >= 0 for r in rows)
+    assert all(r["request_seconds"] >= r["seconds"] for r in rows)
+    for kind in ("user", "item"):
+        seconds = sorted(r["seconds"] for r in rows if r["kind"] == kind)
+        assert record["summary"][kind]["median_seconds"] == pytest.approx(sum(seconds) / 2)
+        assert record["summary"][kind]["proofs_passed"] == 2
+    with open(out / "latency.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["backbone", "dataset", "kind", "request", "seconds", "request_seconds", "n_deleted",
+                              "stop_reason"]
+    assert [int(t["n_deleted"]) for t in table] == [r["n_deleted"] for r in rows]
+    assert (out / "latency.png").stat().st_size > 0 and "| VBPR |" in (out / "latency.md").read_text()
+    assert module.main(["--render", "--out", str(out)])["backbones"][0]["summary"] == record["summary"]
+    with pytest.raises(SystemExit, match="--kinds"):
+        module.main(["--kinds", "users", *tiny])
+
+
 def test_merge_runs_adds_figures_only_where_the_runs_agree():
     module = load("merge_runs")
 

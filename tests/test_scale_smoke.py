@@ -70,6 +70,21 @@ def test_scale_benchmark_end_to_end_at_tiny_size(scale, tmp_path, monkeypatch):
         assert all(seconds >= 0 for seconds in phases.values())
 
 
+def test_a_measurement_subprocess_reports_its_progress(scale, tmp_path, capsys):
+    """A measurement in its own process is not silent: its stages and epochs are echoed as they
+    come, labelled with the task; its result still comes back; a failure names the task."""
+    scale.ensure_data("tiny", tmp_path / "data")
+    task = {"kind": "train", "size": "tiny", "model": "VBPR", "data": str(tmp_path / "data"), "epochs": 2,
+            "config": SMALL}
+    result = scale.run_one(task, tmp_path)
+    echoed = capsys.readouterr().out
+    assert "[train tiny VBPR," in echoed and "data loaded in" in echoed
+    assert "training epoch 1/2" in echoed and "training epoch 2/2" in echoed
+    assert len(result["epoch_seconds"]) == 2 and (tmp_path / "train-tiny-VBPR.stderr").is_file()
+    with pytest.raises(RuntimeError, match="train tiny VBPR failed"):
+        scale.run_one({**task, "data": str(tmp_path / "missing")}, tmp_path)
+
+
 def test_phase_seconds_are_read_off_the_trainer():
     from types import SimpleNamespace
 

@@ -1,0 +1,256 @@
+"""One-request latency: single-user and single-item deletion requests through the deletion-request
+workflow, each on the ORIGINAL checkpoint (independent requests, not a chain: ``stream.py`` chains).
+
+Per backbone: train an original (``run_recbole_tru.py --model=M``, a checkpoint), then for each
+kind in ``--kinds`` send ``--requests`` requests of one user (all of the user's training pairs)
+or one item (all of the item's training pairs), drawn with ``--seed`` among distinct users /
+items of the training split. Each request runs the workflow with its audit off; per request the
+unlearning seconds (the method alone, the workflow's ``timings.unlearn``), the whole request's
+seconds (load, resolve, evaluate, unlearn, prove, write), the method's stop reason, and the
+quality the workflow measures without a retrained reference: forget Recall@20 (the request's
+pairs as ground truth) and test NDCG@20 before and after. The first request of a process also
+pays one-off costs (imports, first allocation), so the report gives medians and p95.
+
+``--synthetic SIZE`` runs on the SYNTHETIC data set of that size
+(:mod:`recbole_tru.data.builders.synthetic`, generated into ``--data`` when missing); otherwise
+``--dataset`` / ``--config_files`` as ``run_recbole_tru.py``.
+
+Writes to ``--out`` (default ``benchmarks/results``): ``<name>.json``, ``<name>.csv``
+(``backbone,dataset,kind,request,seconds,request_seconds,n_deleted,stop_reason``), ``<name>.md``
+and ``<name>.png`` (seconds per request). Runs in this process with the machine's torch
+threads: time nothing else meanwhile.
+
+    python benchmarks/latency.py --synthetic clothing                 # VBPR and MMGCN, 5 + 5 requests
+    python benchmarks/latency.py --models VBPR --requests 3          # ml-100k-mm
+    python benchmarks/latency.py --render --name latency_clothing     # rewrite .md/.csv/.png from the JSON
+"""
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+from recbole_tru.files import atomic_write  # noqa: E402
+from recbole_tru.provenance import environment  # noqa: E402
+from recbole_tru.quick_start import run_recbole_tru  # noqa: E402
+from recbole_tru.serving import load_checkpoint  # noqa: E402
+from recbole_tru.training import quiet_logging  # noqa: E402
+
+from stream import RequestDrawer, percentile, write_request  # noqa: E402
+
+KINDS = ("user", "item")
+FORGET_METRIC, RETAIN_METRIC = "recall@20", "ndcg@20"
+
+
+def synthetic_options(size, data_dir):
+    """dataset name, config files and config of the synthetic data set ``size`` (generated if missing)."""
+    from recbole_tru.data.builders.synthetic import build_synthetic, dataset_name
+
+    name = dataset_name(size)
+    folder = Path(data_dir) / name
+    if not (folder / "README.md").is_file():
+        print(f"generating the SYNTHETIC data set {name} into {data_dir}", flush=True)
+        build_synthetic(size, data_dir, log=print)
+    return name, [str(folder / f"{name}.yaml")], {"data_path": str(Path(data_dir).resolve())}
+
+
+def run_backbone(model_name, args, dataset, files, extra, work):
+    base = {"dataset": dataset, "output_dir": str(work / "requests"), "checkpoint_dir": str(work / "saved"),
+            "show_progress": False, "state": "WARNING", **extra}
+    print(f"== {model_name} on {dataset}: training the original", flush=True)
+    tick = time.perf_counter()
+    trained = run_recbole_tru(model=model_name, config_file_list=files, config_dict={**base, "output_dir": str(work)},
+                              read_cmd_line=False)
+    original_path = Path(trained["checkpoint"])
+    record = {"model": model_name, "dataset": dataset,
+              "original": {"seconds": time.perf_counter() - tick, **trained["summary"],
+                           "test_result": trained["test_result"]},
+              "requests": []}
+    print(f"   original: {record['original']['seconds']:.0f} s, {trained['summary']['epochs']} epochs", flush=True)
+    drawer = RequestDrawer(load_checkpoint(original_path), args.seed)
+    for kind in args.kinds:
+        for r in range(1, args.requests + 1):
+            path = write_request(work / f"request-{kind}-{r:02d}.inter", drawer.draw(kind))
+            tick = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):     # the workflow prints its report
+                report = run_recbole_tru(model=model_name, config_file_list=files, config_dict={
+                    **base, "checkpoint": str(original_path), "forget_file": str(path), "unlearn": args.method,
+                    "audit_enabled": False}, read_cmd_line=False)
+            wall = time.perf_counter() - tick
+            row = {"kind": kind, "request": r, "seconds": report["timings"]["unlearn"], "request_seconds": wall,
+                   "timings": report["timings"], "n_deleted": report["deleted"]["interactions"],
+                   "stop_reason": report["method"]["stop_reason"],
+                   "proof_passed": report["proof_of_deletion"]["passed"],
+                   "forget_recall@20": {"input": report["forgetting"]["input"][FORGET_METRIC],
+                                        "output": report["forgetting"]["output"][FORGET_METRIC]},
+                   "test_ndcg@20": {"input": report["utility"]["input"][RETAIN_METRIC],
+                                    "output": report["utility"]["output"][RETAIN_METRIC]}}
+            record["requests"].append(row)
+            print(f"   {kind} request {r}: {row['n_deleted']} interactions, {row['seconds']:.2f} s unlearning, "
+                  f"{wall:.1f} s in all; forget Recall@20 {row['forget_recall@20']['input']:.4f} -> "
+                  f"{row['forget_recall@20']['output']:.4f}; {row['stop_reason']}", flush=True)
+            shutil.rmtree(report["output_dir"], ignore_errors=True)    # checkpoints of a large model add up
+    return record
+
+
+# --------------------------------------------------------------------------- the report
+
+def summarise(report):
+    for record in report["backbones"]:
+        record["summary"] = {}
+        for kind in report["kinds"]:
+            rows = [r for r in record["requests"] if r["kind"] == kind]
+            if not rows:
+                continue
+            seconds = [r["seconds"] for r in rows]
+            whole = [r["request_seconds"] for r in rows]
+            record["summary"][kind] = {
+                "requests": len(rows), "median_seconds": statistics.median(seconds), "p95_seconds": percentile(seconds, 95),
+                "max_seconds": max(seconds), "median_request_seconds": statistics.median(whole),
+                "median_deleted": statistics.median(r["n_deleted"] for r in rows),
+                "mean_forget_drop": float(np.mean([r["forget_recall@20"]["input"] - r["forget_recall@20"]["output"]
+                                                   for r in rows])),
+                "mean_ndcg_change": float(np.mean([r["test_ndcg@20"]["output"] - r["test_ndcg@20"]["input"]
+                                                   for r in rows])),
+                "proofs_passed": sum(bool(r["proof_passed"]) for r in rows)}
+    return report
+
+
+def csv_text(report):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["backbone", "dataset", "kind", "request", "seconds", "request_seconds", "n_deleted", "stop_reason"])
+    for record in report["backbones"]:
+        for r in record["requests"]:
+            writer.writerow([record["model"], record["dataset"], r["kind"], r["request"], f"{r['seconds']:.4f}",
+                             f"{r['request_seconds']:.2f}", r["n_deleted"], r["stop_reason"]])
+    return buffer.getvalue()
+
+
+def markdown(report):
+    lines = [f"`{report['command']}`: {report['requests']} independent requests per kind and backbone, each on the "
+             f"original checkpoint, method `{report['method']}`, workflow audit off; {report['wall_seconds'] / 60:.1f} "
+             f"min in all. {report['machine']}.",
+             "",
+             "<!-- table-1 -->",
+             "| backbone | data set | request | interactions deleted (median) | unlearning s: median | p95 | max "
+             "| whole request s: median | forget Recall@20 drop (mean) | test NDCG@20 change (mean) | proofs passed "
+             "| original: epochs, s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for record in report["backbones"]:
+        o = record["original"]
+        for kind, s in record["summary"].items():
+            lines.append(f"| {record['model']} | {record['dataset']} | one {kind} | {s['median_deleted']:g} "
+                         f"| {s['median_seconds']:.2f} | {s['p95_seconds']:.2f} | {s['max_seconds']:.2f} "
+                         f"| {s['median_request_seconds']:.1f} | {s['mean_forget_drop']:+.4f} "
+                         f"| {s['mean_ndcg_change']:+.5f} | {s['proofs_passed']}/{s['requests']} "
+                         f"| {o['epochs']}, {o['seconds']:.0f} |")
+    lines += ["", "<!-- table-2 -->",
+              "| backbone | request | # | deleted | unlearning s | whole s | forget Recall@20 before → after | stop |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for record in report["backbones"]:
+        for r in record["requests"]:
+            lines.append(f"| {record['model']} | one {r['kind']} | {r['request']} | {r['n_deleted']} | {r['seconds']:.2f} "
+                         f"| {r['request_seconds']:.1f} | {r['forget_recall@20']['input']:.4f} → "
+                         f"{r['forget_recall@20']['output']:.4f} | {r['stop_reason']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    labels = []
+    for record in report["backbones"]:
+        for kind in report["kinds"]:
+            seconds = [r["seconds"] for r in record["requests"] if r["kind"] == kind]
+            if seconds:
+                x = len(labels)
+                ax.scatter(np.full(len(seconds), x) + np.linspace(-0.12, 0.12, len(seconds)), seconds, s=18)
+                ax.hlines(statistics.median(seconds), x - 0.3, x + 0.3, color="black")
+                labels.append(f"{record['model']}\none {kind}")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("unlearning seconds (bar: median)")
+    ax.set_title(f"one-request latency ({report['backbones'][0]['dataset']})", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110), replace=True)
+    plt.close(fig)
+
+
+def write_outputs(report, out, name):
+    out.mkdir(parents=True, exist_ok=True)
+    for suffix, text in (("json", json.dumps(report, indent=2)), ("csv", csv_text(report)), ("md", markdown(report))):
+        atomic_write(out / f"{name}.{suffix}", lambda t, text=text: Path(t).write_text(text, encoding="utf-8"),
+                     replace=True)
+    plot(report, out / f"{name}.png")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="VBPR,MMGCN")
+    parser.add_argument("--synthetic", default=None, help="a synthetic size (tiny, baby, sports, clothing)")
+    parser.add_argument("--data", default=str(HERE / "data"), help="parent folder of the synthetic data sets")
+    parser.add_argument("--dataset", default="ml-100k-mm")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files, as run_recbole_tru.py")
+    parser.add_argument("--config", default="{}", help="JSON dict of extra config (e.g. epochs)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="request kinds: user, item, pair, mixed")
+    parser.add_argument("--requests", type=int, default=5, help="requests per kind and backbone")
+    parser.add_argument("--method", default="tru", help="the workflow's method (tru, influence, ...)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the request draws")
+    parser.add_argument("--work", default=None, help="folder for checkpoints and requests (default: a temporary one)")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--name", default="latency", help="file name of the outputs (<out>/<name>.json, ...)")
+    parser.add_argument("--render", action="store_true", help="rewrite .md/.csv/.png from <out>/<name>.json")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.render:
+        report = summarise(json.loads((out / f"{args.name}.json").read_text()))
+        write_outputs(report, out, args.name)
+        return report
+    args.kinds = [k for k in args.kinds.split(",") if k]
+    unknown = sorted(set(args.kinds) - {"user", "item", "pair", "mixed"})
+    if unknown or args.requests < 1:
+        raise SystemExit(f"--kinds takes user, item, pair, mixed (got {unknown}); --requests must be >= 1")
+    extra = json.loads(args.config)
+    if args.synthetic:
+        dataset, files, data_extra = synthetic_options(args.synthetic, args.data)
+        files += args.config_files.split() if args.config_files else []
+        extra = {**data_extra, **extra}
+    else:
+        dataset, files = args.dataset, args.config_files.split() if args.config_files else None
+    quiet_logging()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="recbole_tru_latency_") as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        backbones = [run_backbone(m, args, dataset, files, extra, work / m) for m in args.models.split(",")]
+    import torch
+
+    report = {"command": " ".join(["python benchmarks/latency.py"] + (argv if argv is not None else sys.argv[1:])),
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+                         f"({torch.get_num_threads()} threads)",
+              "environment": environment(), "wall_seconds": time.perf_counter() - start, "requests": args.requests,
+              "kinds": args.kinds, "method": args.method, "seed": args.seed, "config": extra, "backbones": backbones}
+    report = summarise(report)
+    write_outputs(report, out, args.name)
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
