@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from recbole_tru.data.forget import RequestError, read_request, save_forget_set, select_forget
+from recbole_tru.data.forget import RequestError, read_request, save_forget_set, select_forget, union
 from recbole_tru.data.retained import UnlearnData, with_overrides
 from recbole_tru.training import build_model, load_data
 from recbole_tru.unlearn import pipeline
@@ -312,6 +312,25 @@ def test_saved_forget_set_replays_the_same_evaluation_data(tiny, tmp_path, regim
     replay = UnlearnData(tiny.config, tiny.train, tiny.valid, tiny.test, again)
     assert pairs_of(replay.valid_dataset) == pairs_of(first.valid_dataset)
     assert pairs_of(replay.test_dataset) == pairs_of(first.test_dataset)
+
+
+def test_union_of_two_requests_is_the_request_of_both_files(tiny, tmp_path):
+    """A chained request unites the earlier forget set with the new one without writing and
+    re-parsing a combined file: the same rows, deleted ids and requested ids as one file with
+    both requests' lines."""
+    first = select_forget(tiny.cfg(forget_regime="user", forget_share=0.1), tiny.train)
+    second = select_forget(tiny.cfg(forget_regime="item", forget_share=0.1, forget_seed=7), tiny.train)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    a = save_forget_set(first, tiny.train, tmp_path / "a")
+    b = save_forget_set(second, tiny.train, tmp_path / "b")
+    both = tmp_path / "both.inter"
+    both.write_text(a.read_text() + "".join(b.read_text().splitlines(keepends=True)[1:]), encoding="utf-8")
+    expected = _request(tiny, both)
+    united = union(first, second, tiny.train)
+    for key in ("rows", "users", "items", "deleted_users", "deleted_items", "requested_users", "requested_items"):
+        np.testing.assert_array_equal(getattr(united, key), getattr(expected, key), err_msg=key)
+    assert set(map(tuple, united.requested_pairs)) == set(map(tuple, expected.requested_pairs))
+    assert len(united) == len(np.union1d(first.rows, second.rows)) > max(len(first), len(second))
 
 
 def test_save_forget_set_refuses_to_overwrite(tiny, tmp_path):

@@ -91,6 +91,22 @@ def _finish(regime, train_dataset, removed, **requested):
                      n_train=len(users), **requested)
 
 
+def union(first, second, train_dataset):
+    """The forget set of two requests resolved on the same training split (a chained request:
+    the earlier requests' set and this one's): every row either deletes, every id or pair either
+    names. The same set as resolving one file holding both requests' lines."""
+    users, _ = _pairs_of(train_dataset)
+    removed = np.zeros(len(users), dtype=bool)
+    removed[first.rows] = True
+    removed[second.rows] = True
+    pairs = np.unique(np.concatenate([first.requested_pairs.reshape(-1, 2),
+                                      second.requested_pairs.reshape(-1, 2)]).astype(np.int64), axis=0)
+    return _finish("request", train_dataset, removed,
+                   requested_users=np.union1d(first.requested_users, second.requested_users).astype(np.int64),
+                   requested_items=np.union1d(first.requested_items, second.requested_items).astype(np.int64),
+                   requested_pairs=pairs)
+
+
 def new_part(cumulative, earlier_rows, request=None):
     """The part of the forget set ``cumulative`` that is not in ``earlier_rows`` (training rows an
     earlier request deleted): what a chained request still has to unlearn. Users and items are

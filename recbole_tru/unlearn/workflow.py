@@ -45,7 +45,7 @@ from recbole.utils import set_color
 
 from recbole_tru.audit import Audit
 from recbole_tru.checkpoint import file_digest, load_into, read_checkpoint, save_checkpoint
-from recbole_tru.data.forget import RequestError, new_part, read_request, save_forget_set
+from recbole_tru.data.forget import RequestError, new_part, read_request, save_forget_set, union
 from recbole_tru.data.retained import UnlearnData, with_overrides
 from recbole_tru.files import atomic_write, unique_path
 from recbole_tru.model.ranking import drop_score_cache
@@ -96,7 +96,7 @@ def load_checkpoint(config, train_dataset):
 
 # --------------------------------------------------------------------------- the request
 
-def resolve_request(config, meta, train_dataset, heldout, scratch):
+def resolve_request(config, meta, train_dataset, heldout):
     """``(forget set, this request's forget set, the earlier requests' forget set or None)``:
     the request resolved on the training split, united with the forget set an unlearned input
     checkpoint carries."""
@@ -109,15 +109,10 @@ def resolve_request(config, meta, train_dataset, heldout, scratch):
         raise RequestError(f"{path}: {err}") from None
     except UnicodeDecodeError as err:
         raise RequestError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
-    earlier = (meta.get("unlearning") or {}).get("forgotten")
-    if not earlier:
+    earlier = forgotten_set(meta, train_dataset, heldout)     # parsed once
+    if earlier is None:
         return request, request, None
-    save_forget_set(request, train_dataset, scratch)
-    rows = (Path(scratch) / "forget.inter").read_text(encoding="utf-8").splitlines()[1:]
-    combined = Path(scratch) / "combined.inter"
-    combined.write_text(earlier.rstrip("\n") + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    return (read_request(combined, train_dataset, on_unknown="error", heldout=heldout), request,
-            forgotten_set(meta, train_dataset, heldout))
+    return union(earlier, request, train_dataset), request, earlier
 
 
 def method_target(config, data, forget, request, earlier):
@@ -172,8 +167,7 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
     timings["load_checkpoint"] = stage.seconds
 
     with progress.stage("deletion request") as stage:
-        with tempfile.TemporaryDirectory(prefix="recbole_tru_request_") as scratch:
-            forget, request, earlier = resolve_request(config, meta, train, (valid, test), scratch)
+        forget, request, earlier = resolve_request(config, meta, train, (valid, test))
         request_sha = file_digest(request_path)
         data = UnlearnData(config, train, valid, test, forget)
         target = method_target(config, data, forget, request, earlier)
