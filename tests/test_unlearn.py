@@ -20,8 +20,8 @@ from recbole_tru.unlearn import pipeline
 from recbole_tru.unlearn.base import UntilStop
 from recbole_tru.unlearn.capacity import describe
 from recbole_tru.unlearn.evaluation import Judge
-from recbole_tru.unlearn.gate import (GuardedStop, auc_distance, gate_weights, ks_distance, matched_targets,
-                                     matched_targets_per_user)
+from recbole_tru.unlearn.gate import (GuardedStop, auc_distance, auc_noise, gate_weights, ks_distance,
+                                     matched_targets, matched_targets_per_user)
 
 UID, IID, NEG = "user_id", "item_id", "neg_item_id"
 
@@ -215,6 +215,22 @@ def test_auc_distance_is_the_folded_mann_whitney_auc():
     assert np.isnan(auc_distance([], [1.0]))
 
 
+def test_auc_noise_is_the_null_standard_error_of_the_auc():
+    """Hand value, and the spread of the AUC of two samples of one distribution."""
+    assert auc_noise(1, 2) == pytest.approx(np.sqrt(4 / 24))
+    assert auc_noise(10, 5000) == pytest.approx(np.sqrt(5011 / 600000))
+    assert np.isnan(auc_noise(0, 10))
+    rng = np.random.default_rng(0)
+    for n, m in ((10, 400), (60, 60)):
+        # AUC of n forget vs m reference values drawn from one distribution (no ties)
+        samples = [(rng.random(n), rng.random(m)) for _ in range(3000)]
+        signed = [np.mean(f[:, None] < r[None, :]) for f, r in samples]
+        assert np.std(signed) == pytest.approx(auc_noise(n, m), rel=0.06)
+        # the folded distance the stop reads has mean sqrt(2 / pi) of it under the null
+        folded = np.array([auc_distance(f, r) for f, r in samples])
+        assert folded.mean() == pytest.approx(np.sqrt(2 / np.pi) * auc_noise(n, m), rel=0.08)
+
+
 def test_each_group_of_pairs_stops_on_its_own_distance():
     """Partially deleted users' pairs on the Recall gap, deleted items' pairs on the rank AUC:
     the check's distance is their pair-weighted mean."""
@@ -234,6 +250,36 @@ def test_each_group_of_pairs_stops_on_its_own_distance():
     one = gate_check(users, ranks, masks, groups, refs, np.ones(5), match="pooled", gate=False, temperature=0.5,
                      stop_metric="recall", stop_k=20)
     assert one["distance"] == pytest.approx((2 * recall + 3 * one["recall_gap_item"]) / 5)
+
+
+def test_the_check_reports_the_auc_groups_noise_floor():
+    """``noise``: pair-weighted like the distance, the AUC's null standard error for a group that
+    stops on the AUC and 0 for a group on the Recall gap."""
+    from recbole_tru.unlearn.gate import gate_check
+
+    users = np.array([1, 1, 2, 2, 2])
+    ranks = np.array([3.0, 40.0, 5.0, 6.0, 500.0])
+    masks = {"partial": np.array([True, True, False, False, False]), "item": np.array([False, False, True, True, True])}
+    groups = {"partial": (np.array([1, 1]), np.array([10, 11])), "item": (np.array([2, 2]), np.array([12, 13]))}
+    refs = {"partial": np.array([30.0, 50.0]), "item": np.array([100.0, 1000.0])}
+    record = gate_check(users, ranks, masks, groups, refs, np.ones(5), match="pooled", gate=False, temperature=0.5,
+                        stop_metric={"partial": "recall", "item": "auc"}, stop_k=20)
+    assert record["auc_noise_item"] == pytest.approx(np.sqrt(6 / 72))
+    assert record["noise"] == pytest.approx(3 * np.sqrt(6 / 72) / 5)
+    recall_only = gate_check(users, ranks, masks, groups, refs, np.ones(5), match="pooled", gate=False,
+                             temperature=0.5, stop_metric="recall", stop_k=20)
+    assert recall_only["noise"] == 0.0
+
+
+def test_guarded_stop_stops_below_the_noise_floor():
+    """A distance above delta but below the check's noise floor stops (the forget pairs cannot be
+    told from the reference at this sample size); without a floor it does not."""
+    stop = GuardedStop(0.01, 2)
+    assert not stop.update(0.08, lambda: "a") and not stop.update(0.07, lambda: "b")
+    floored = GuardedStop(0.01, 2)
+    assert floored.update(0.08, lambda: "a", noise=0.09)
+    assert "noise floor 0.0900" in floored.reason and floored.best_state == "a"
+    assert not GuardedStop(0.01, 2).update(0.08, lambda: "a", noise=0.05)    # above the floor: go on
 
 
 def test_ks_distance_matches_scipy():
@@ -758,3 +804,28 @@ def test_tru_runs_its_phases_in_order_without_idle_passes(trained, name):
     assert {"reset", "checks", "targeted_steps"} <= set(seconds) and all(v >= 0 for v in seconds.values())
     assert ("repair" in seconds) == ("repair" in phases)
     assert not any(p.requires_grad is False for p in model.parameters())     # nothing left frozen
+
+
+@pytest.mark.parametrize("model", ["VBPR", "MMGCN"])
+def test_a_one_item_request_stops_at_its_noise_floor(trained, model):
+    """One deleted item has a few pairs, whose rank AUC against the cold-item reference cannot get
+    within delta of chance at that sample size: with the floor TRU stops once the distance is
+    below it (fewer targeted steps); without it, it runs until the distance rises or the epochs
+    end. A request of a thousand pairs has a floor below delta, so the rule never fires there."""
+    t = trained(model)
+    runs = {}
+    for noise in (False, True):
+        _, data, _, trainer = t.setup(forget_regime="item", forget_share=0.01, forget_seed=5,
+                                      tru_stop_noise=noise, tru_epochs=10, tru_check_steps=1)
+        trainer.unlearn()
+        runs[noise] = trainer
+    assert len(data.forget.deleted_items) == 1 and len(data.forget) < 40
+    floor = [c["noise"] for c in runs[True].checks if "noise" in c]
+    assert floor and all(f > 0.01 for f in floor)
+    assert "noise floor" in runs[True].stop_reason and "noise floor" not in runs[False].stop_reason
+    assert runs[True].step < runs[False].step
+    stopped = [c for c in runs[True].checks if "noise" in c]
+    assert stopped[-1]["distance"] < stopped[-1]["noise"]
+    assert all(c["distance"] >= c["noise"] for c in stopped[:-1])          # the first check below the floor
+    same = [c["distance"] for c in runs[False].checks if "noise" in c][:len(stopped)]
+    assert same == [c["distance"] for c in stopped]                          # the same run up to there

@@ -94,6 +94,17 @@ def auc_distance(forget_ranks, reference_ranks):
     return float(abs((above.sum() + 0.5 * ties.sum()) / (len(f) * len(ref)) - 0.5))
 
 
+def auc_noise(n_forget, n_reference):
+    """Standard error of the rank AUC of ``n_forget`` against ``n_reference`` pairs when the two
+    come from one distribution (Mann-Whitney under the null, no ties): ``sqrt((n_f + n_r + 1) /
+    (12 n_f n_r))``. Below it, :func:`auc_distance` cannot tell the forget pairs from the
+    reference: a one-item request of 10 pairs has a floor of ~0.09, a 5 % request of thousands
+    ~0.005."""
+    if n_forget <= 0 or n_reference <= 0:
+        return float("nan")
+    return float(np.sqrt((n_forget + n_reference + 1) / (12.0 * n_forget * n_reference)))
+
+
 def user_recall(users, ranks, k, only=None):
     """Mean over users of (pairs ranked <= k) / (pairs of the user): RecBole's Recall@k with the
     pairs as ground truth. ``only``: restrict to these users."""
@@ -119,8 +130,9 @@ def recall_gap(forget_users, forget_ranks, reference_users, reference_ranks, k):
 
 
 class GuardedStop:
-    """Stop when the distance falls below ``delta`` or has risen ``patience`` checks in a row;
-    remember the state with the lowest distance seen (the caller restores it)."""
+    """Stop when the distance falls below ``delta`` (or below the check's ``noise`` floor, when
+    that is larger) or has risen ``patience`` checks in a row; remember the state with the lowest
+    distance seen (the caller restores it)."""
 
     def __init__(self, delta, patience=2):
         self.delta, self.patience = float(delta), int(patience)
@@ -132,9 +144,11 @@ class GuardedStop:
         self.checks = 0
         self.reason = None
 
-    def update(self, distance, snapshot):
+    def update(self, distance, snapshot, noise=0.0):
         """Record ``distance``; ``snapshot()`` is called only when it is the best so far.
-        Returns True when it is time to stop. A NaN distance is an error: it compares false with
+        Returns True when it is time to stop: ``distance < max(delta, noise)`` (``noise``: the
+        distance's standard error under "no difference", :func:`gate_check`'s ``noise``), or a
+        rise ``patience`` checks in a row. A NaN distance is an error: it compares false with
         everything, so the stop would neither stop nor remember a state."""
         if not np.isfinite(distance):
             raise ValueError(f"TRU's stop distance is {distance} at check {self.checks}: the forget pairs or their "
@@ -146,6 +160,8 @@ class GuardedStop:
         self.checks += 1
         if distance < self.delta:
             self.reason = f"distance {distance:.4f} < delta {self.delta}"
+        elif noise and distance < noise:
+            self.reason = f"distance {distance:.4f} < its noise floor {noise:.4f} (delta {self.delta})"
         elif self.rises >= self.patience:
             self.reason = f"distance rose {self.rises} checks in a row"
         return self.reason is not None
@@ -190,8 +206,9 @@ def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weigh
     """One check of the gate over the groups (``masks``: group -> forget-pair mask): sets the gate
     ``weights`` of each group's pairs in place (when ``gate``) and returns the check's record,
     whose ``distance`` (the stop's: Recall@``stop_k`` gap, rank AUC distance or KS, pair-weighted over groups) the
-    guarded stop reads."""
-    distance, total, record = 0.0, 0, {}
+    guarded stop reads, and ``noise``: the same weighting of each group's noise floor (the AUC's
+    standard error, :func:`auc_noise`, for a group stopped on the AUC; 0 for the others)."""
+    distance, noise, total, record = 0.0, 0.0, 0, {}
     for name, mask in masks.items():
         if name not in reference_ranks or not mask.any():
             continue
@@ -213,6 +230,8 @@ def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weigh
             distance += gap * len(idx)
         elif metric == "auc":
             distance += auc * len(idx)
+            record[f"auc_noise_{name}"] = auc_noise(len(idx), len(ref))
+            noise += record[f"auc_noise_{name}"] * len(idx)
         else:
             distance += ks * len(idx)
         total += len(idx)
@@ -220,4 +239,5 @@ def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weigh
         record[f"median_rank_{name}"] = float(np.median(forget_ranks[idx]))
         record[f"median_reference_rank_{name}"] = float(np.median(ref))
     record["distance"] = distance / max(total, 1)
+    record["noise"] = noise / max(total, 1)
     return record

@@ -13,8 +13,9 @@ Three coordinated interventions, then a repair, each switched by its own config 
    (exactly, or on a seeded ``tru_rank_sample`` of the catalogue); forget pairs are
    quantile-matched to the reference and weighted by ``g = clip(tanh((log r_target - log
    r_ui) / T), 0, 1)``; the guarded stop ends the update when the distance to the reference
-   (``tru_stop_metric``) is below ``tru_stop_delta`` or rose ``tru_stop_patience`` checks in a
-   row, and restores the lowest-distance state.
+   (``tru_stop_metric``) is below ``tru_stop_delta`` (or, with ``tru_stop_noise``, below a rank
+   AUC's null standard error: a small request cannot be told from the reference any closer) or
+   rose ``tru_stop_patience`` checks in a row, and restores the lowest-distance state.
 3. **Branch-wise modality scaling** (``tru_scaling``): each branch (``id``, one per modality)
    is an optimizer group with learning-rate multiplier ``α_b = clip(1 + cos(∇_b L_f, ∇_b L_r),
    tru_alpha_min, 1)``, re-measured every ``tru_scale_refresh`` steps on the masked rows.
@@ -140,7 +141,7 @@ class TRUTrainer(UnlearnTrainer):
         if self.step % int(self.option("check_steps")) != 0:
             return False
         distance = self.check()
-        return self.option("stop") == "guarded" and self.stopper.update(distance, self._snapshot)
+        return self.option("stop") == "guarded" and self.stopper.update(distance, self._snapshot, self._noise())
 
     def repair(self, first_epoch):
         """Phase 3: ``tru_repair_epochs`` BPR passes over retained interactions sampled around
@@ -296,6 +297,10 @@ class TRUTrainer(UnlearnTrainer):
         self.checks.append(record)
         return record["distance"]
 
+    def _noise(self):
+        """The last check's noise floor for the guarded stop (``tru_stop_noise``), else 0."""
+        return float(self.checks[-1].get("noise", 0.0)) if self.option("stop_noise") else 0.0
+
     def _snapshot(self):
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
@@ -363,7 +368,7 @@ class TRUTrainer(UnlearnTrainer):
         """Return the guarded stop's best state; whether (and around which pairs) to repair."""
         if self.option("stop") == "guarded":
             if reason == "epochs":       # the last steps have not been checked yet
-                self.stopper.update(self.check(), self._snapshot)
+                self.stopper.update(self.check(), self._snapshot, self._noise())
             if self.stopper.best_state is not None:
                 self.model.load_state_dict(self.stopper.best_state)
         self.stop_reason = reason
