@@ -23,7 +23,8 @@ Writes ``scale.json``, ``scale.md``, ``scale_train.png`` and ``scale_unlearn.png
 (default ``benchmarks/results``). RecBole's logs go to ``--out``/``runs-scale-*``.
 
     python benchmarks/scale.py                               # everything (see scale.md for the time)
-    python benchmarks/scale.py --bench unlearn --sizes baby --models VBPR
+    python benchmarks/scale.py --bench unlearn --sizes baby --models VBPR --methods tru
+                                                             # 5.3 min on 2 cores once Baby is generated
     python benchmarks/scale.py --sizes tiny --out /tmp/s     # smoke size, seconds
     python benchmarks/scale.py --merge a/scale.json b/scale.json --tag _both   # one report from parts
     python benchmarks/scale.py --render benchmarks/results/scale_vbpr_final.json --out /tmp/r
