@@ -24,7 +24,6 @@ threads: time nothing else meanwhile.
     python benchmarks/latency.py --models VBPR --requests 3          # ml-100k-mm
     python benchmarks/latency.py --render --name latency_clothing     # rewrite .md/.csv/.png from the JSON
 """
-import argparse
 import contextlib
 import csv
 import io
@@ -49,7 +48,8 @@ from recbole_tru.quick_start import run_recbole_tru  # noqa: E402
 from recbole_tru.serving import load_checkpoint  # noqa: E402
 from recbole_tru.training import quiet_logging  # noqa: E402
 
-from stream import RequestDrawer, percentile, write_request  # noqa: E402
+from stream import (RequestDrawer, percentile, publish, rendered, request_parser, write_request,  # noqa: E402
+                    write_texts)
 
 KINDS = ("user", "item")
 FORGET_METRIC, RETAIN_METRIC = "recall@20", "ndcg@20"
@@ -194,34 +194,20 @@ def plot(report, path):
 
 
 def write_outputs(report, out, name):
-    out.mkdir(parents=True, exist_ok=True)
-    for suffix, text in (("json", json.dumps(report, indent=2)), ("csv", csv_text(report)), ("md", markdown(report))):
-        atomic_write(out / f"{name}.{suffix}", lambda t, text=text: Path(t).write_text(text, encoding="utf-8"),
-                     replace=True)
+    write_texts(out, name, (("json", json.dumps(report, indent=2)), ("csv", csv_text(report)),
+                            ("md", markdown(report))))
     plot(report, out / f"{name}.png")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="VBPR,MMGCN")
+    parser = request_parser(__doc__, "latency", 5)
     parser.add_argument("--synthetic", default=None, help="a synthetic size (tiny, baby, sports, clothing)")
     parser.add_argument("--data", default=str(HERE / "data"), help="parent folder of the synthetic data sets")
-    parser.add_argument("--dataset", default="ml-100k-mm")
-    parser.add_argument("--config_files", default=None, help="space-separated YAML files, as run_recbole_tru.py")
-    parser.add_argument("--config", default="{}", help="JSON dict of extra config (e.g. epochs)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="request kinds: user, item, pair, mixed")
-    parser.add_argument("--requests", type=int, default=5, help="requests per kind and backbone")
-    parser.add_argument("--method", default="tru", help="the workflow's method (tru, influence, ...)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the request draws")
-    parser.add_argument("--work", default=None, help="folder for checkpoints and requests (default: a temporary one)")
-    parser.add_argument("--out", default=str(HERE / "results"))
-    parser.add_argument("--name", default="latency", help="file name of the outputs (<out>/<name>.json, ...)")
-    parser.add_argument("--render", action="store_true", help="rewrite .md/.csv/.png from <out>/<name>.json")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    if args.render:
-        report = summarise(json.loads((out / f"{args.name}.json").read_text()))
-        write_outputs(report, out, args.name)
+    report = rendered(args, summarise, write_outputs)
+    if report is not None:
         return report
     args.kinds = [k for k in args.kinds.split(",") if k]
     unknown = sorted(set(args.kinds) - {"user", "item", "pair", "mixed"})
@@ -246,10 +232,7 @@ def main(argv=None):
                          f"({torch.get_num_threads()} threads)",
               "environment": environment(), "wall_seconds": time.perf_counter() - start, "requests": args.requests,
               "kinds": args.kinds, "method": args.method, "seed": args.seed, "config": extra, "backbones": backbones}
-    report = summarise(report)
-    write_outputs(report, out, args.name)
-    print(markdown(report))
-    return report
+    return publish(report, out, args.name, summarise, write_outputs, markdown)
 
 
 if __name__ == "__main__":

@@ -279,35 +279,64 @@ def plot(report, path):
     plt.close(fig)
 
 
-def write_outputs(report, out, name="stream"):
+def write_texts(out, name, texts):
+    """``<out>/<name>.<suffix>`` for each ``(suffix, text)``, each written whole or not at all."""
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / f"{name}.json", lambda t: Path(t).write_text(json.dumps(report, indent=2), encoding="utf-8"),
-                 replace=True)
-    atomic_write(out / f"{name}.csv", lambda t: Path(t).write_text(csv_text(report), encoding="utf-8"), replace=True)
-    atomic_write(out / f"{name}.md", lambda t: Path(t).write_text(markdown(report), encoding="utf-8"), replace=True)
+    for suffix, text in texts:
+        atomic_write(out / f"{name}.{suffix}", lambda t, text=text: Path(t).write_text(text, encoding="utf-8"),
+                     replace=True)
+
+
+def write_outputs(report, out, name="stream"):
+    write_texts(out, name, (("json", json.dumps(report, indent=2)), ("csv", csv_text(report)),
+                            ("md", markdown(report))))
     plot(report, out / f"{name}.png")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def request_parser(description, name, requests):
+    """The options the request benchmarks share (this one and ``latency.py``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="VBPR,MMGCN")
     parser.add_argument("--dataset", default="ml-100k-mm")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files, as run_recbole_tru.py")
     parser.add_argument("--config", default="{}", help="JSON dict of extra config (e.g. for a smoke run)")
-    parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--judge-every", type=int, default=5, help="retrain and judge every k-th request (and the 1st)")
+    parser.add_argument("--requests", type=int, default=requests)
     parser.add_argument("--method", default="tru", help="the workflow's method (tru, influence, ...)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the request draws")
-    parser.add_argument("--audit", action="store_true", help="the workflow's own audit on every request (slower)")
     parser.add_argument("--work", default=None, help="folder for checkpoints and requests (default: a temporary one)")
     parser.add_argument("--out", default=str(HERE / "results"))
-    parser.add_argument("--name", default="stream", help="file name of the outputs (<out>/<name>.json, ...)")
-    parser.add_argument("--render", action="store_true", help="rewrite .md/.csv/.png from <out>/<name>.json")
+    parser.add_argument("--name", default=name, help="file name of the outputs (<out>/<name>.json, ...)")
+    parser.add_argument("--render", action="store_true", help="rewrite the outputs from <out>/<name>.json")
+    return parser
+
+
+def publish(report, out, name, summarise, write, markdown):
+    """Summarise ``report``, write its outputs, print its markdown; returns it."""
+    report = summarise(report)
+    write(report, out, name)
+    print(markdown(report))
+    return report
+
+
+def rendered(args, summarise, write):
+    """With ``--render``: the report re-summarised from ``<out>/<name>.json`` and its outputs
+    rewritten; else None."""
+    if not args.render:
+        return None
+    out = Path(args.out)
+    report = summarise(json.loads((out / f"{args.name}.json").read_text()))
+    write(report, out, args.name)
+    return report
+
+
+def main(argv=None):
+    parser = request_parser(__doc__, "stream", 20)
+    parser.add_argument("--judge-every", type=int, default=5, help="retrain and judge every k-th request (and the 1st)")
+    parser.add_argument("--audit", action="store_true", help="the workflow's own audit on every request (slower)")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    if args.render:
-        report = summarise(json.loads((out / f"{args.name}.json").read_text()))
-        write_outputs(report, out, args.name)
+    report = rendered(args, summarise, write_outputs)
+    if report is not None:
         return report
     if args.requests < 1 or args.judge_every < 1:
         raise SystemExit("--requests and --judge-every must be >= 1")
@@ -321,10 +350,7 @@ def main(argv=None):
               "environment": environment(), "wall_seconds": time.perf_counter() - start, "requests": args.requests,
               "judge_every": args.judge_every, "method": args.method, "seed": args.seed, "audit": args.audit,
               "judge_audit": JUDGE_AUDIT, "backbones": backbones}
-    report = summarise(report)
-    write_outputs(report, out, args.name)
-    print(markdown(report))
-    return report
+    return publish(report, out, args.name, summarise, write_outputs, markdown)
 
 
 if __name__ == "__main__":

@@ -231,16 +231,19 @@ def test_auc_noise_is_the_null_standard_error_of_the_auc():
         assert folded.mean() == pytest.approx(np.sqrt(2 / np.pi) * auc_noise(n, m), rel=0.08)
 
 
+# two forget pairs of a partially deleted user (1) and three of a deleted item (users 2), their references
+TWO_GROUPS = (np.array([1, 1, 2, 2, 2]), np.array([3.0, 40.0, 5.0, 6.0, 500.0]),
+              {"partial": np.array([True, True, False, False, False]), "item": np.array([False, False, True, True, True])},
+              {"partial": (np.array([1, 1]), np.array([10, 11])), "item": (np.array([2, 2]), np.array([12, 13]))},
+              {"partial": np.array([30.0, 50.0]), "item": np.array([100.0, 1000.0])})
+
+
 def test_each_group_of_pairs_stops_on_its_own_distance():
     """Partially deleted users' pairs on the Recall gap, deleted items' pairs on the rank AUC:
     the check's distance is their pair-weighted mean."""
     from recbole_tru.unlearn.gate import gate_check
 
-    users = np.array([1, 1, 2, 2, 2])
-    ranks = np.array([3.0, 40.0, 5.0, 6.0, 500.0])
-    masks = {"partial": np.array([True, True, False, False, False]), "item": np.array([False, False, True, True, True])}
-    groups = {"partial": (np.array([1, 1]), np.array([10, 11])), "item": (np.array([2, 2]), np.array([12, 13]))}
-    refs = {"partial": np.array([30.0, 50.0]), "item": np.array([100.0, 1000.0])}
+    users, ranks, masks, groups, refs = TWO_GROUPS
     record = gate_check(users, ranks, masks, groups, refs, np.ones(5), match="pooled", gate=False, temperature=0.5,
                         stop_metric={"partial": "recall", "item": "auc"}, stop_k=20)
     recall = abs(1 / 2 - 0 / 2)                                      # user 1: forget 1 of 2 in the top 20, reference 0
@@ -257,11 +260,7 @@ def test_the_check_reports_the_auc_groups_noise_floor():
     stops on the AUC and 0 for a group on the Recall gap."""
     from recbole_tru.unlearn.gate import gate_check
 
-    users = np.array([1, 1, 2, 2, 2])
-    ranks = np.array([3.0, 40.0, 5.0, 6.0, 500.0])
-    masks = {"partial": np.array([True, True, False, False, False]), "item": np.array([False, False, True, True, True])}
-    groups = {"partial": (np.array([1, 1]), np.array([10, 11])), "item": (np.array([2, 2]), np.array([12, 13]))}
-    refs = {"partial": np.array([30.0, 50.0]), "item": np.array([100.0, 1000.0])}
+    users, ranks, masks, groups, refs = TWO_GROUPS
     record = gate_check(users, ranks, masks, groups, refs, np.ones(5), match="pooled", gate=False, temperature=0.5,
                         stop_metric={"partial": "recall", "item": "auc"}, stop_k=20)
     assert record["auc_noise_item"] == pytest.approx(np.sqrt(6 / 72))
