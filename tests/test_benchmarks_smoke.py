@@ -213,3 +213,18 @@ def test_merge_runs_replaces_a_changed_method_where_the_reference_agrees():
     other["cells"][0]["requests"][0]["methods"]["retrain"]["mia_auc"] = 0.51
     with pytest.raises(ValueError, match="retrain mia_auc"):
         module.merge(run(0.009), other, replace=["tru"])
+
+
+def test_memorisation_benchmark_at_tiny_size(tmp_path):
+    """One variant with a generator knob, in its own process: the data set is generated with the
+    knob, the original and the retrained model are measured on the same forget set, and the
+    table's gap is their difference."""
+    module = load("memorisation")
+    report = module.main(["--size", "120,60,1200,8,8", "--variants", '[{"model": "VBPR", "gen": {"noise": 1.0}}]',
+                          "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r")])
+    (row,) = report["rows"]
+    assert row["data"] == "memo-noise1.0" and (tmp_path / "d" / "memo-noise1.0" / "memo-noise1.0.inter").is_file()
+    assert row["n_forget"] > 0
+    assert 0 <= row["retrain_forget_recall@20"] <= 1 and row["best_epoch"] <= row["epochs"]
+    gap = row["original_forget_recall@20"] - row["retrain_forget_recall@20"]
+    assert f"| {gap:+.4f} |" in (tmp_path / "r" / "memorisation.md").read_text()
