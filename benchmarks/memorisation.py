@@ -113,7 +113,7 @@ def markdown(report):
     lines = [f"`{report['command']}` ({report['wall_seconds'] / 60:.1f} min). SYNTHETIC data of size "
              f"{report['size']} (users, items, interactions, image-like and text-like widths); 5 % random "
              f"interactions deleted; training {report['training']}.", "",
-             "| model | variant | original forget Recall@20 | retrain's | gap | gap / retrain's | best epoch (of) "
+             "| model | variant | original forget Recall@20 | retrain's | gap | gap / retrain's | best epoch, from 0 (epochs run) "
              "| original test NDCG@20 |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["rows"]:
