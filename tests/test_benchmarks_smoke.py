@@ -142,6 +142,27 @@ def test_stream_benchmark(tiny, tmp_path):
     assert again["backbones"][0]["summary"] == record["summary"]
 
 
+def test_stream_noise_retrains_at_the_judged_points(tiny, tmp_path):
+    """On a kept stream work folder: the retrain at a judged point with another model seed is
+    judged with the stream's evaluation (the chain's test NDCG@20 evaluated here equals the
+    stream's), and the spread is the largest difference between the retrainings."""
+    out = tmp_path / "r"
+    load("stream").main(["--models", "VBPR", "--requests", "2", "--judge-every", "2", "--out", str(out),
+                         "--work", str(tmp_path / "w"), *tiny])
+    report = load("stream_noise").main(["--work", str(tmp_path / "w"), "--stream", str(out / "stream.json"),
+                                        "--points", "2", "--seeds", "5", "--out", str(out)])
+    (row,) = report["rows"]
+    assert row["request"] == 2 and set(row["retrain"]) == {"stream", "seed 5"}
+    assert row["chain_here"] == pytest.approx(row["chain"]["ndcg"], abs=1e-6)
+    a, b = row["retrain"]["stream"], row["retrain"]["seed 5"]
+    assert row["retrain_spread"]["ndcg"] == pytest.approx(abs(a["ndcg"] - b["ndcg"]))
+    assert row["chain_gaps"]["forget"] == [abs(row["chain"]["forget"] - r["forget"]) for r in (a, b)]
+    assert "| VBPR | 2 |" in (out / "stream_noise.md").read_text()
+    with pytest.raises(SystemExit, match="not judged"):
+        load("stream_noise").main(["--work", str(tmp_path / "w"), "--stream", str(out / "stream.json"),
+                                   "--points", "3", "--out", str(out)])
+
+
 def test_latency_benchmark_independent_single_requests(tiny, tmp_path):
     """Two one-user and two one-item requests, each on the original checkpoint: a user request
     deletes exactly that user's training pairs (no chain: every request starts from the same
