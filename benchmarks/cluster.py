@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep import sweep  # noqa: E402  (puts the repository root on the path)
 
 from recbole_tru.cluster import local_cluster  # noqa: E402
-from recbole_tru.files import atomic_write  # noqa: E402
+from recbole_tru.files import write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.tune.report import read_csv  # noqa: E402
 
@@ -71,9 +71,7 @@ def main(argv=None):
             "address": address, "trials_per_node": dict(Counter(row["node_id"] for row in rows if row["node_id"]))}
         print(f"   search {r['search_seconds']:.1f} s; trials per node {report['runs'][str(nodes)]['trials_per_node']}",
               flush=True)
-    atomic_write(out / "cluster.json", lambda p: Path(p).write_text(json.dumps(report, indent=1, default=float),
-                                                                    encoding="utf-8"), replace=True)
-    atomic_write(out / "cluster.md", lambda p: Path(p).write_text(markdown(report), encoding="utf-8"), replace=True)
+    write_texts(out, "cluster", (("json", json.dumps(report, indent=1, default=float)), ("md", markdown(report))))
     print(markdown(report))
     return report
 

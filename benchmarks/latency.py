@@ -42,14 +42,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from recbole_tru.files import atomic_write  # noqa: E402
+from recbole_tru.files import atomic_write, write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.quick_start import run_recbole_tru  # noqa: E402
 from recbole_tru.serving import load_checkpoint  # noqa: E402
 from recbole_tru.training import quiet_logging  # noqa: E402
 
-from stream import (RequestDrawer, percentile, publish, rendered, request_parser, write_request,  # noqa: E402
-                    write_texts)
+from stream import RequestDrawer, percentile, publish, rendered, request_parser, write_request  # noqa: E402
 
 KINDS = ("user", "item")
 FORGET_METRIC, RETAIN_METRIC = "recall@20", "ndcg@20"

@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT)]
 
-from recbole_tru.files import atomic_write  # noqa: E402
+from recbole_tru.files import write_texts  # noqa: E402
 
 # a quarter of Amazon Baby's users, items and interactions (its density), narrower image-like features
 QUARTER_BABY = [4861, 1762, 40198, 512, 384]
@@ -150,11 +150,7 @@ def main(argv=None):
         rows = list(pool.map(run_one, tasks))
     report = {"command": " ".join(["python benchmarks/memorisation.py"] + (argv if argv is not None else sys.argv[1:])),
               "size": size, "training": TRAINING, "wall_seconds": time.perf_counter() - start, "rows": rows}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for suffix, text in (("json", json.dumps(report, indent=2)), ("md", markdown(report))):
-        atomic_write(out / f"{args.name}.{suffix}", lambda t, text=text: Path(t).write_text(text, encoding="utf-8"),
-                     replace=True)
+    write_texts(args.out, args.name, (("json", json.dumps(report, indent=2)), ("md", markdown(report))))
     print(markdown(report))
     return report
 

@@ -49,7 +49,7 @@ sys.path[:0] = [str(HERE.parent)]
 
 from recbole_tru.audit import Audit  # noqa: E402
 from recbole_tru.data.retained import with_overrides  # noqa: E402
-from recbole_tru.files import atomic_write  # noqa: E402
+from recbole_tru.files import atomic_write, write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.quick_start import run_recbole_tru  # noqa: E402
 from recbole_tru.serving import load_checkpoint  # noqa: E402
@@ -277,14 +277,6 @@ def plot(report, path):
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110), replace=True)
     plt.close(fig)
-
-
-def write_texts(out, name, texts):
-    """``<out>/<name>.<suffix>`` for each ``(suffix, text)``, each written whole or not at all."""
-    out.mkdir(parents=True, exist_ok=True)
-    for suffix, text in texts:
-        atomic_write(out / f"{name}.{suffix}", lambda t, text=text: Path(t).write_text(text, encoding="utf-8"),
-                     replace=True)
 
 
 def write_outputs(report, out, name="stream"):

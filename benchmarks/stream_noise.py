@@ -24,12 +24,12 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from recbole_tru.data.retained import with_overrides  # noqa: E402
+from recbole_tru.files import write_texts  # noqa: E402
 from recbole_tru.serving import load_checkpoint  # noqa: E402
 from recbole_tru.training import quiet_logging  # noqa: E402
 from recbole_tru.unlearn import pipeline  # noqa: E402
 from recbole_tru.unlearn.evaluation import Judge  # noqa: E402
 
-from stream import write_texts  # noqa: E402
 
 
 def chain_checkpoints(work, model):

@@ -37,6 +37,15 @@ def atomic_write(path, write, replace=False):
     return path
 
 
+def write_texts(folder, name, texts):
+    """``<folder>/<name>.<suffix>`` for each ``(suffix, text)`` (a benchmark's json / csv / md),
+    each regenerated in place with :func:`atomic_write`: whole or not at all."""
+    folder = Path(folder)
+    for suffix, text in texts:
+        atomic_write(folder / f"{name}.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"),
+                     replace=True)
+
+
 def unique_path(base, suffix=""):
     """``<base><suffix>``, or ``<base>-1<suffix>``, ``<base>-2<suffix>``, ... : the first that
     does not exist yet (``base`` without the suffix, e.g. a time-stamped name)."""

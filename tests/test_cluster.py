@@ -13,16 +13,22 @@ from recbole_tru.cluster import cluster_nodes, local_cluster, parallel_map, prob
 from recbole_tru.config import PACKAGE_ROOT
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """Two nodes of one CPU each."""
+def start_or_skip(**kwargs):
+    """Enter ``local_cluster(**kwargs)``; returns ``(context, address)``. A cluster that cannot
+    start skips the test on a developer's machine and fails it under CI."""
+    context = local_cluster(**kwargs)
     try:
-        context = local_cluster(nodes=2, cpus_per_node=1)
-        address = context.__enter__()
+        return context, context.__enter__()
     except (OSError, RuntimeError, TimeoutError) as err:
         if in_ci():
             raise
         pytest.skip(f"a local Ray cluster cannot start here ({type(err).__name__}: {err})")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two nodes of one CPU each."""
+    context, address = start_or_skip(nodes=2, cpus_per_node=1)
     yield address
     context.__exit__(None, None, None)
     assert cluster_nodes(address) == []                    # both nodes stopped
@@ -36,13 +42,11 @@ def test_a_stopped_cluster_leaves_no_trace_for_a_local_run(tmp_path):
 
     marker = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
     before = marker.read_bytes() if marker.exists() else None
+    context, address = start_or_skip(nodes=1)
     try:
-        with local_cluster(nodes=1) as address:
-            assert cluster_nodes(address)
-    except (OSError, RuntimeError, TimeoutError) as err:
-        if in_ci():
-            raise
-        pytest.skip(f"a local Ray cluster cannot start here ({type(err).__name__}: {err})")
+        assert cluster_nodes(address)
+    finally:
+        context.__exit__(None, None, None)
     assert (marker.read_bytes() if marker.exists() else None) == before
     # a local run (its own process, as a user's) starts a Ray of its own instead of waiting for the head
     code = "from recbole_tru.cluster import parallel_map, probe; print(len(parallel_map(probe, None, [0.0], num_cpus=1)))"
