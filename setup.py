@@ -12,7 +12,7 @@ from setuptools import find_packages, setup
 # recbole_tru/dataset/, where recbole_tru.config looks first (PACKAGE_ROOT). A source checkout
 # and an editable install read them from the repository root.
 DATA_DIRS = {"recbole_tru.properties": "properties", "recbole_tru.dataset": "dataset"}
-DATA_FILES = {"recbole_tru.properties": ["*.yaml", "*/*.yaml", "*/*.md"],
+DATA_FILES = {"recbole_tru.properties": ["*.yaml", "*/*.yaml", "*/*/*.yaml", "*/*.md"],
               "recbole_tru.dataset": ["ml-100k-mm/*"]}
 
 setup(

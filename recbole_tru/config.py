@@ -2,7 +2,8 @@
 
 Precedence, highest first (as in RecBole): command line > ``config_dict`` > ``--config_files``
 > the plugin's ``properties/`` (``overall.yaml``, ``model/<model>.yaml``,
-``dataset/<dataset>.yaml``, ``unlearn/*.yaml``) > RecBole's ``properties/``.
+``dataset/<dataset>.yaml``, ``dataset/<dataset>/<model>.yaml``, ``unlearn/*.yaml``) > RecBole's
+``properties/``.
 """
 import difflib
 from pathlib import Path
@@ -84,13 +85,16 @@ REQUIRED_PROPERTIES = ("overall.yaml", "unlearn/forget.yaml", "unlearn/run.yaml"
 
 def plugin_property_files(model, dataset):
     """The plugin's property files for ``model`` on ``dataset``, lowest precedence first:
-    ``overall.yaml``, ``model/<model>.yaml`` and ``dataset/<dataset>.yaml`` where they exist,
-    then every ``unlearn/*.yaml``. Raises FileNotFoundError naming a missing required file."""
+    ``overall.yaml``, ``model/<model>.yaml``, ``dataset/<dataset>.yaml`` and
+    ``dataset/<dataset>/<model>.yaml`` (the model's settings tuned on that data set,
+    ``benchmarks/backbones.py``) where they exist, then every ``unlearn/*.yaml``. Raises
+    FileNotFoundError naming a missing required file."""
     missing = [PROPERTIES / name for name in REQUIRED_PROPERTIES if not (PROPERTIES / name).is_file()]
     if missing:
         raise FileNotFoundError(f"recbole_tru's property file(s) {', '.join(map(str, missing))} are missing: the "
                                 f"installation is incomplete (reinstall the package)")
-    optional = [PROPERTIES / "model" / f"{model}.yaml", PROPERTIES / "dataset" / f"{dataset}.yaml"]
+    optional = [PROPERTIES / "model" / f"{model}.yaml", PROPERTIES / "dataset" / f"{dataset}.yaml",
+                PROPERTIES / "dataset" / dataset / f"{model}.yaml"]
     return ([PROPERTIES / "overall.yaml"] + [f for f in optional if f.is_file()]
             + sorted((PROPERTIES / "unlearn").glob("*.yaml")))
 

@@ -95,8 +95,9 @@ def test_the_installed_package_is_imported_with_its_data(installed, tmp_path):
     assert package.is_relative_to(venv), where                    # not the repository's copy
     assert Path(where["root"]) == package                          # properties/ and dataset/ inside it
     assert (Path(where["properties"]) / "overall.yaml").is_file()
-    assert sorted(p.name for p in (Path(where["properties"]) / "unlearn").glob("*.yaml")) == \
-        sorted(p.name for p in (REPO / "properties" / "unlearn").glob("*.yaml"))
+    # every property file ships, the per-model tuned ones (properties/dataset/<dataset>/<model>.yaml) included
+    assert sorted(p.relative_to(where["properties"]).as_posix() for p in Path(where["properties"]).rglob("*.yaml")) == \
+        sorted(p.relative_to(REPO / "properties").as_posix() for p in (REPO / "properties").rglob("*.yaml"))
     shipped = sorted(p.name for p in (Path(where["datasets"]) / "ml-100k-mm").iterdir())
     assert shipped == sorted(p.name for p in (REPO / "dataset" / "ml-100k-mm").iterdir())
 

@@ -26,7 +26,10 @@ lograndint     [low, high]         an int in [low, high), uniform in log space
 A file tunes ONE unlearning method: every searched or fixed key must be a declared key of that
 method (``<method>_*`` in ``properties/unlearn/<method>.yaml``); keys that would change the
 data, the deletion request or the trained models are refused, and so are unknown keys and
-unknown distributions, with an error that names the file and the key. Precedence of sweep
+unknown distributions, with an error that names the file and the key. A file whose keys belong
+to no method, run without ``--unlearn``, tunes the BACKBONE's training instead
+(``properties/tune/backbone.yaml``, :mod:`recbole_tru.tune.backbone`): its keys are the model's
+training settings; data, split, evaluation and epoch-budget keys are refused. Precedence of sweep
 settings and fixed values: command line / ``config_dict`` > the search-space file >
 ``properties/unlearn/tune.yaml``.
 """
@@ -38,6 +41,7 @@ from pathlib import Path
 import yaml
 from ray import tune
 
+from recbole_tru.config import PLUGIN_PREFIXES
 from recbole_tru.registry import parse_unlearn
 
 _DISTRIBUTION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(\[.*\])\s*$", re.S)
@@ -56,6 +60,13 @@ DISTRIBUTIONS = {
 }
 SETTINGS_PREFIX = "tune_"
 NOT_TUNABLE = ("retrain", "sisa")     # nothing to tune / trains its own models
+# a file without --unlearn whose keys belong to no method tunes the backbone's training
+# (recbole_tru.tune.backbone); these keys may not be searched there: they change the data, the
+# split, the evaluation or the run itself, not how the model is trained
+BACKBONE = "backbone"
+BACKBONE_REFUSED_GROUPS = ("General", "Evaluation", "Dataset")
+BACKBONE_REFUSED = ("model_seed", "unlearn", "checkpoint", "recommend", "tune", "ray_address", "output_dir",
+                    "model", "dataset", "epochs", "stopping_step")
 
 
 class SearchSpaceError(ValueError):
@@ -132,7 +143,10 @@ def _method(path, config, keys):
     named = parse_unlearn(config["unlearn"])
     if len(named) > 1:
         raise SearchSpaceError(f"A sweep tunes one unlearning method; config key 'unlearn' names {named}")
-    prefixes = sorted({k.split("_", 1)[0] for k in keys if not k.startswith(SETTINGS_PREFIX)})
+    searched = [k for k in keys if not str(k).startswith(SETTINGS_PREFIX)]
+    if not named and searched and not any(str(k).startswith(PLUGIN_PREFIXES) for k in searched):
+        return BACKBONE
+    prefixes = sorted({k.split("_", 1)[0] for k in searched})
     method = named[0] if named else (prefixes[0] if len(prefixes) == 1 else None)
     if method is None:
         raise SearchSpaceError(f"{path}: cannot tell which method to tune: set --unlearn=<method> "
@@ -140,6 +154,21 @@ def _method(path, config, keys):
     if method in NOT_TUNABLE:
         raise SearchSpaceError(f"'{method}' cannot be tuned by a sweep (retrain has no keys; SISA trains its own models)")
     return method
+
+
+def _check_backbone_key(path, config, key):
+    """A key a backbone search may set: one of the model's training keys (its property file's,
+    or RecBole's Training group), never one that changes the data, the split or the evaluation."""
+    groups = {k: g for g, keys in config.parameters.items() for k in keys}
+    if key not in config.final_config_dict:
+        close = difflib.get_close_matches(key, sorted(config.final_config_dict), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise SearchSpaceError(f"{path}: unknown key '{key}'{hint}: {config['model']} has no such setting")
+    if key in BACKBONE_REFUSED or groups.get(key) in BACKBONE_REFUSED_GROUPS:
+        why = f"a {groups[key]} setting" if key in groups and groups[key] in BACKBONE_REFUSED_GROUPS else "a run setting"
+        raise SearchSpaceError(f"{path}: key '{key}' is {why}: a backbone search changes only how the model "
+                               f"is trained (learning rate, L2 weight, widths, ...), never the data, the split, "
+                               f"the evaluation or the epoch budget")
 
 
 def load_search_space(value, config, package_root):
@@ -158,7 +187,9 @@ def load_search_space(value, config, package_root):
     domains, specs, fixed = {}, {}, {}
     for key, value in raw.items():
         key = str(key)
-        if key not in declared:
+        if method == BACKBONE and not key.startswith(SETTINGS_PREFIX):
+            _check_backbone_key(path, config, key)
+        elif key not in declared:
             close = difflib.get_close_matches(key, sorted(declared), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise SearchSpaceError(f"{path}: unknown key '{key}'{hint}: a search space may only name "
@@ -170,7 +201,7 @@ def load_search_space(value, config, package_root):
             if key not in external:
                 settings[key] = number(value)
             continue
-        if not key.startswith(f"{method}_"):
+        if method != BACKBONE and not key.startswith(f"{method}_"):
             raise SearchSpaceError(f"{path}: key '{key}' is not a key of '{method}' (the method this sweep tunes): "
                                    f"a sweep changes only {method}_* keys, never the data, the request or the trained models")
         if parsed is None:
@@ -180,7 +211,8 @@ def load_search_space(value, config, package_root):
         specs[key] = parsed[:2]
         domains[key] = parsed[2]
     if not domains:
-        raise SearchSpaceError(f"{path}: no key has a distribution (e.g. '{method}_learning_rate: loguniform [0.001, 0.01]')")
+        example = "learning_rate" if method == BACKBONE else f"{method}_learning_rate"
+        raise SearchSpaceError(f"{path}: no key has a distribution (e.g. '{example}: loguniform [0.001, 0.01]')")
     for key in domains:
         if key in external:
             raise SearchSpaceError(f"{path}: key '{key}' is searched but also set on the command line / config_dict")

@@ -21,6 +21,10 @@
    ``judged.json``. Neither the fresh request nor the test set takes part in the selection.
 
 Output folder: ``<output_dir>/sweep-<method>-<model>-<dataset>-<regime>-<time>/``.
+
+Without ``--unlearn``, a search-space file of training keys (``properties/tune/backbone.yaml``)
+tunes the backbone itself on validation instead (:mod:`recbole_tru.tune.backbone`), into
+``<output_dir>/sweep-backbone-<model>-<dataset>-<time>/``.
 """
 import json
 import shutil
@@ -43,23 +47,25 @@ from recbole_tru.training import load_data
 from recbole_tru.tune.objective import CalibrationScore
 from recbole_tru.tune.report import (METRICS, NODE, plot_pareto, select_best, trial_rows, write_best_yaml,
                                      write_csv)
-from recbole_tru.tune.space import SearchSpaceError, load_search_space
+from recbole_tru.tune.backbone import absolute_paths, run_backbone_sweep
+from recbole_tru.tune.space import BACKBONE, SearchSpaceError, load_search_space
 from recbole_tru.tune.trial import run_trial
 from recbole_tru.unlearn import pipeline
 from recbole_tru.unlearn.evaluation import Judge
 
 SCHEDULERS = ("asha", "fifo")
 ASHA_MAX_T = 1000          # epochs: a cap above any trial's, so ASHA never ends a trial for length alone
-PATH_KEYS = ("data_path", "checkpoint_dir", "output_dir")
 
 
-def check_settings(space, config):
+def check_settings(space, config, backbone=False):
     s = space.settings
     if s["tune_scheduler"] not in SCHEDULERS:
         raise SearchSpaceError(f"tune_scheduler must be one of {', '.join(SCHEDULERS)}, got {s['tune_scheduler']!r}")
     for key in ("tune_num_samples", "tune_max_concurrent", "tune_cpus_per_trial", "tune_grace_period"):
         if int(s[key]) < 1:
             raise SearchSpaceError(f"{key} must be >= 1, got {s[key]}")
+    if backbone:            # no deletion request takes part in a backbone search
+        return
     if int(s["tune_calibration_seed"]) == int(config["forget_seed"]):
         raise SearchSpaceError(
             f"tune_calibration_seed ({s['tune_calibration_seed']}) equals forget_seed: the request that is "
@@ -70,16 +76,12 @@ def check_settings(space, config):
 
 
 def sweep_folder(config, method):
+    regime = "" if method == BACKBONE else f"-{config['forget_regime']}"
     base = Path(config["output_dir"]).resolve() / (
-        f"sweep-{method}-{config['model']}-{config['dataset']}-{config['forget_regime']}-{time.strftime('%Y%m%d-%H%M%S')}")
+        f"sweep-{method}-{config['model']}-{config['dataset']}{regime}-{time.strftime('%Y%m%d-%H%M%S')}")
     path = unique_path(base)
     path.mkdir(parents=True)
     return path
-
-
-def absolute_paths(config):
-    """Trials run in their own working directory: every path they may read is absolute."""
-    return {k: str(Path(config[k]).resolve()) for k in PATH_KEYS if config[k]}
 
 
 def scheduler(settings):
@@ -187,6 +189,12 @@ def run_sweep(config, judge=True):
     ``judge=False`` skips step 4 (e.g. to time the search alone)."""
     logger = getLogger()
     space = load_search_space(config["tune"], config, PACKAGE_ROOT)
+    if space.method == BACKBONE:
+        check_settings(space, config, backbone=True)
+        out = sweep_folder(config, BACKBONE)
+        shutil.copyfile(space.path, out / "space.yaml")
+        logger.info(set_color("backbone search", "green") + f" in {out}: " + "; ".join(space.describe()))
+        return run_backbone_sweep(config, space, out)
     check_settings(space, config)
     s, method = space.settings, space.method
     out = sweep_folder(config, method)
