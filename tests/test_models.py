@@ -150,6 +150,30 @@ def test_vbpr_score_is_the_paper_formula(make_config):
             assert got[k].item() == pytest.approx(expected.item(), abs=1e-5)
 
 
+@pytest.mark.parametrize("reg_content", [True, False])
+def test_vbpr_regularisation_is_the_batch_rows_l2(reg_content, make_config):
+    """Σ ||row||² / (2 B) over γ_u, θ_u^m, and per item set γ_i, β_i and (reg_content) E_m f_i^m,
+    computed by hand; the penalty's gradient reaches the projection E_m only with reg_content."""
+    _, train_data, model = setup(make_config, "VBPR", reg_content=reg_content)
+    features = train_data.dataset.item_features
+    users, pos, neg = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6]), torch.tensor([7, 8, 9])
+    with torch.no_grad():
+        model.item_bias.weight.normal_()
+        rows = [model.user_embedding.weight[users]] + [model.theta[m].weight[users] for m in MODALITIES]
+        for items in (pos, neg):
+            rows += [model.item_embedding.weight[items], model.item_bias.weight[items]]
+            if reg_content:
+                rows += [features[m][items] @ model.projection[m].weight.T for m in MODALITIES]
+        expected = sum(float((r ** 2).sum()) for r in rows) / (2 * 3)
+    penalty = model.reg_loss(users, pos, neg)
+    assert penalty.item() == pytest.approx(expected, rel=1e-5)
+    model.zero_grad()
+    penalty.backward()
+    reached = [model.projection[m].weight.grad is not None and bool(model.projection[m].weight.grad.abs().sum() > 0)
+               for m in MODALITIES]
+    assert reached == [reg_content] * len(MODALITIES)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_full_sort_predict_equals_predict(name, make_config):
     _, train_data, model = setup(make_config, name)

@@ -11,8 +11,11 @@ Score (paper eq. 2, one term per modality m)::
 * features f_i^m are fixed buffers. Each modality is its own branch; ``id`` holds γ and β.
 
 Deviation: the paper's global offset α and user bias β_u are dropped (they cancel in BPR's
-s_ui - s_uj). Regularisation is L2 on the rows of the batch (``reg_weight``); E_m and β'_m are
-not penalised (Adam with ``weight_decay`` can add it).
+s_ui - s_uj). Regularisation is L2 on the rows of the batch (``reg_weight``): γ_u, θ_u^m, γ_i,
+β_i and, with ``reg_content`` (default), the batch items' content vectors E_m f_i^m, which is how
+the paper's λ_E‖E‖² and MMRec's VBPR reach the projection per mini-batch. Without it the content
+pathway is unpenalised: on ml-100k-mm that cost 0.04 test NDCG@20 at equal settings (0.2875 vs
+0.3266, docs/backbones.md). β'_m is not penalised (Adam's ``weight_decay`` can add it).
 """
 import torch
 import torch.nn.functional as F
@@ -27,6 +30,7 @@ class VBPR(MultimodalRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         k, k_content = config["embedding_size"], config["content_embedding_size"]
+        self.reg_content = bool(config["reg_content"])
         self.user_embedding = nn.Embedding(self.n_users, k)
         self.item_embedding = nn.Embedding(self.n_items, k)
         self.item_bias = nn.Embedding(self.n_items, 1)
@@ -97,6 +101,8 @@ class VBPR(MultimodalRecommender):
         rows = [self.user_embedding(users)] + [self.theta[m](users) for m in self.modalities]
         for items in item_sets:
             rows += [self.item_embedding(items), self.item_bias(items)]
+            if self.reg_content:
+                rows += self._content(items)[0]
         return l2_reg(*rows)
 
     def _content_side(self):
