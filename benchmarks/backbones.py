@@ -16,10 +16,13 @@
     python benchmarks/backbones.py                              # search + seeds, 4 models
     python benchmarks/backbones.py --write-properties           # also write the tuned defaults
     python benchmarks/backbones.py --skip-search                # seeds only, from <name>.json
+    python benchmarks/backbones.py --models VBPR --update       # one model again, the others kept
     python benchmarks/backbones.py --properties-only            # write the tuned defaults from <name>.json
 
-``--write-properties`` writes each selected setting as ``properties/dataset/<dataset>/<model>.yaml``
-(the plugin loads it after ``dataset/<dataset>.yaml``, below ``--config_files``). Outputs:
+``--write-properties`` writes each chosen setting as ``properties/dataset/<dataset>/<model>.yaml``
+(the plugin loads it after ``dataset/<dataset>.yaml``, below ``--config_files``): the search's
+pick where its mean validation NDCG@20 over the seeds beats the untuned settings' (:func:`choose`),
+else no file (the model keeps its untuned defaults). Outputs:
 ``<out>/<name>.json``, ``.md``, ``.csv``, ``.png`` and ``<name>_trials.csv``.
 """
 import argparse
@@ -49,7 +52,9 @@ SPACES = {
     "BPR": {"learning_rate": LEARNING_RATE, "embedding_size": WIDTH,
             "weight_decay": "choice [0.0, 1e-07, 1e-06, 1e-05, 0.0001]"},
     "LightGCN": {"learning_rate": LEARNING_RATE, "embedding_size": WIDTH, "reg_weight": L2},
-    "VBPR": {"learning_rate": LEARNING_RATE, "embedding_size": WIDTH, "reg_weight": L2},
+    # VBPR's penalty also covers the content vectors (reg_content): a wider range, up to 0.1
+    "VBPR": {"learning_rate": LEARNING_RATE, "embedding_size": WIDTH,
+             "reg_weight": "choice [0.0, 1e-05, 0.0001, 0.001, 0.01, 0.1]"},
     "MMGCN": {"learning_rate": LEARNING_RATE, "embedding_size": WIDTH, "reg_weight": L2},
 }
 # the settings before the search: properties/overall.yaml, properties/model/*.yaml, RecBole's
@@ -185,13 +190,17 @@ def markdown(report):
                          f"{sum(bool(r['capped']) for r in rows if r['capped'] is not None)} | {best['best_valid']:.4f} | "
                          f"{params_text(s['params'])} | {best['epochs_run']} ({best['best_epoch']}) |")
         lines.append("")
-    lines += ["### Tuned vs untuned (mean ± 95 % CI half-width over model seeds, test split)", "",
-              f"| model | settings | seeds | test Recall@20 | test NDCG@20 | cold-half NDCG@20 | best epochs | "
-              f"runs ending at the cap |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    choice = report.get("choice") or {}
+    lines += ["### Tuned vs untuned (mean ± 95 % CI half-width over model seeds)", "",
+              "The default (last column) is the search's pick only where its mean validation NDCG@20 over the "
+              "seeds beats the untuned settings'; the test columns take no part in that choice.", "",
+              "| model | settings | seeds | valid NDCG@20 | test Recall@20 | test NDCG@20 | cold-half NDCG@20 "
+              "| best epochs | runs ending at the cap | default |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in report["cells"]:
+        chosen = "yes" if choice.get(c["model"], {}).get("variant") == c["variant"] else ""
         lines.append(f"| {c['model']} | {c['variant']}: {params_text(c['params'])} | {len(c['seeds'])} | "
-                     f"{ci(c['recall@20'])} | {ci(c['ndcg@20'])} | {ci(c['cold_ndcg@20'])} | "
-                     f"{', '.join(map(str, c['best_epochs']))} | {c['capped']} |")
+                     f"{ci(c['valid_ndcg@20'])} | {ci(c['recall@20'])} | {ci(c['ndcg@20'])} | {ci(c['cold_ndcg@20'])} | "
+                     f"{', '.join(map(str, c['best_epochs']))} | {c['capped']} | {chosen} |")
     return "\n".join(lines) + "\n"
 
 
@@ -240,7 +249,7 @@ def plot(report, path):
         ax.set_title(f"{title} ({report['dataset']}, 95 % CI over seeds)")
         ax.legend()
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110), replace=True)
     plt.close(fig)
 
 
@@ -276,12 +285,32 @@ def properties_text(model, dataset, values, report_name):
     return "\n".join(lines) + "\n"
 
 
+def choose(report):
+    """Per model, the settings that become the default: the search's pick only where its mean
+    VALIDATION NDCG@20 over the seeds beats the untuned settings' (a guard: an ASHA search can
+    stop a slow but good trial early, and its pick is one seed's score); the test split takes no
+    part. Returns ``{model: {"variant", "valid": {variant: mean}}}``."""
+    out = {}
+    for model in dict.fromkeys(c["model"] for c in report["cells"]):
+        valid = {c["variant"]: c["valid_ndcg@20"]["mean"] for c in report["cells"] if c["model"] == model}
+        variant = "tuned" if valid.get("tuned", -1) > valid.get("untuned", -1) else "untuned"
+        out[model] = {"variant": variant, "valid": valid}
+    return out
+
+
 def write_properties(report, models, root, name):
+    """``properties/dataset/<dataset>/<model>.yaml`` for each model whose tuned settings were
+    chosen (:func:`choose`); a model that keeps its untuned settings gets no file (an earlier
+    one is removed)."""
     from recbole_tru.tune.backbone import settings
 
+    chosen = report.get("choice") or choose(report)
     for model in models:
-        values = settings(report["search"][model]["params"], model_keys(model, report["dataset"]))
         path = Path(root) / "dataset" / report["dataset"] / f"{model}.yaml"
+        if chosen[model]["variant"] != "tuned":
+            path.unlink(missing_ok=True)
+            continue
+        values = settings(report["search"][model]["params"], model_keys(model, report["dataset"]))
         text = properties_text(model, report["dataset"], values, name)
         atomic_write(path, lambda tmp, t=text: Path(tmp).write_text(t, encoding="utf-8"), replace=True)
 
@@ -297,6 +326,8 @@ def main(argv=None):
     parser.add_argument("--search-seed", type=int, default=0)
     parser.add_argument("--config", default="{}", help="JSON dict of extra config (smoke runs)")
     parser.add_argument("--skip-search", action="store_true", help="seeds only, with the selections in <name>.json")
+    parser.add_argument("--update", action="store_true",
+                        help="search and run --models again, keeping the other models' results from <name>.json")
     parser.add_argument("--write-properties", action="store_true",
                         help="write properties/dataset/<dataset>/<model>.yaml from the selections")
     parser.add_argument("--properties-only", action="store_true",
@@ -312,8 +343,11 @@ def main(argv=None):
     out, models = Path(args.out), [m for m in args.models.split(",") if m]
     config_dict = base_config(args.epochs, json.loads(args.config))
     start = time.perf_counter()
-    previous = json.loads((out / f"{args.name}.json").read_text()) if args.skip_search or args.properties_only else {}
+    reuse = args.skip_search or args.properties_only or args.update
+    previous = json.loads((out / f"{args.name}.json").read_text()) if reuse else {}
     if args.properties_only:
+        previous["choice"] = choose(previous)
+        write_outputs(previous, out, args.name)
         write_properties(previous, models, args.properties, args.name)
         return previous
     report = {"command": " ".join(["python benchmarks/backbones.py"] + (argv if argv is not None else sys.argv[1:])),
@@ -337,8 +371,14 @@ def main(argv=None):
              for seed in seeds]
     print(f"[seeds] {len(tasks)} runs ...", flush=True)
     report["runs"] = run_seeds(tasks, args.cpus)
-    report["wall_seconds"] = time.perf_counter() - start
+    if args.update:         # the other models' searches and runs are kept from <name>.json
+        report["runs"] = [r for r in previous["runs"] if r["model"] not in models] + report["runs"]
+        report["search"] = {**{m: v for m, v in previous["search"].items() if m not in models}, **report["search"]}
+        report["command"] = f"{previous['command']}; then {report['command']}"
+        report["wall_seconds"] = previous.get("wall_seconds", 0) + (time.perf_counter() - start)
+    report.setdefault("wall_seconds", time.perf_counter() - start)
     report = summarise(report)
+    report["choice"] = choose(report)
     write_outputs(report, out, args.name)
     if args.write_properties:
         write_properties(report, models, args.properties, args.name)

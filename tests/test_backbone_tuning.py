@@ -111,7 +111,8 @@ def test_benchmark_searches_selects_and_writes_the_tuned_defaults(tiny_root, tmp
     monkeypatch.chdir(tmp_path)
     properties = tmp_path / "properties"
     extra = {**TINY_CONFIG, "data_path": str(tiny_root)}
-    report = load_benchmark().main(["--models", "VBPR", "--dataset", TINY, "--samples", "2", "--epochs", "2",
+    benchmark = load_benchmark()
+    report = benchmark.main(["--models", "VBPR", "--dataset", TINY, "--samples", "2", "--epochs", "2",
                                     "--seeds", "1,2", "--config", json.dumps(extra), "--out", str(tmp_path / "r"),
                                     "--write-properties", "--properties", str(properties)])
     search = report["search"]["VBPR"]
@@ -122,12 +123,23 @@ def test_benchmark_searches_selects_and_writes_the_tuned_defaults(tiny_root, tmp
     assert all(r["content_embedding_size"] == r["embedding_size"] for r in search["trials"])
     assert search["selected"]["best_valid"] == max(r["best_valid"] for r in search["trials"]
                                                    if r["status"] == "finished")
-    written = yaml.safe_load((properties / "dataset" / TINY / "VBPR.yaml").read_text())
+    # the default changes only where the pick beats the untuned settings on validation (mean over seeds)
+    choice = report["choice"]["VBPR"]
+    valid = {c["variant"]: c["valid_ndcg@20"]["mean"] for c in report["cells"]}
+    assert choice["variant"] == ("tuned" if valid["tuned"] > valid["untuned"] else "untuned")
+    target = properties / "dataset" / TINY / "VBPR.yaml"
+    assert target.is_file() == (choice["variant"] == "tuned")
+    # the file as it is written for a tuned choice (forced here whatever the tiny run chose)
+    report["choice"] = {"VBPR": {"variant": "tuned"}}
+    benchmark.write_properties(report, ["VBPR"], properties, "backbones")
+    written = yaml.safe_load(target.read_text())
     assert written == pytest.approx({**chosen, "content_embedding_size": chosen["embedding_size"]})
     # in the house style of properties/: every key with a '# (type) ...' comment (tests/test_config.py)
-    keys = [line for line in (properties / "dataset" / TINY / "VBPR.yaml").read_text().splitlines()
-            if line and not line.startswith("#")]
+    keys = [line for line in target.read_text().splitlines() if line and not line.startswith("#")]
     assert len(keys) == 4 and all(re.search(r"#\s*\((float|int)\)\s+\S", line) for line in keys), keys
+    report["choice"] = {"VBPR": {"variant": "untuned"}}
+    benchmark.write_properties(report, ["VBPR"], properties, "backbones")
+    assert not target.exists()                                   # an untuned choice leaves no file
     cells = {c["variant"]: c for c in report["cells"]}
     assert set(cells) == {"untuned", "tuned"} and cells["tuned"]["params"] == chosen
     assert cells["untuned"]["ndcg@20"]["n"] == 2 and 0 <= cells["tuned"]["cold_ndcg@20"]["mean"] <= 1
@@ -205,3 +217,6 @@ def test_backbone_search_from_the_command_line(tiny_root, tmp_path):
     assert config["reg_weight"] == pytest.approx(float(best["reg_weight"]))
     assert (out / "trials.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "backbone search: 2 trials" in run.stdout
+    # the first trial ran at the run's own settings (learning_rate 0.001, reg_weight 1e-05 of VBPR's defaults)
+    first = next(r for r in rows if r["trial"] == "0")
+    assert float(first["learning_rate"]) == pytest.approx(0.001) and float(first["reg_weight"]) == pytest.approx(1e-05)

@@ -107,10 +107,11 @@ def run_trial(params, bundle):
 
 
 def search(bundle, param_space, num_samples, max_epochs, seed=0, num_cpus=2, grace_period=10, storage=None,
-           reduction_factor=3, max_concurrent=None, cpus_per_trial=1, scheduler="asha", address=None):
+           reduction_factor=3, max_concurrent=None, cpus_per_trial=1, scheduler="asha", address=None, points=None):
     """Run the trials (``param_space``: ``{key: Ray Tune domain}``, see :func:`domains`); returns
     a list of dicts, one per trial: its parameters (tied keys included), ``status``, and the
-    last reported metrics."""
+    last reported metrics. ``points``: settings tried first (e.g. the current defaults), each
+    counted in ``num_samples``."""
     bundle = {**bundle, "cpus_per_trial": int(cpus_per_trial)}
     if scheduler == "asha":
         chosen = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs + 1,
@@ -123,7 +124,8 @@ def search(bundle, param_space, num_samples, max_epochs, seed=0, num_cpus=2, gra
             trainable, param_space=param_space,
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode="max", num_samples=num_samples, scheduler=chosen,
-                search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or num_cpus or 0)),
+                search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or num_cpus or 0,
+                                                 points_to_evaluate=points)),
             run_config=tune.RunConfig(name=f"{bundle['model']}", storage_path=storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
         grid = tuner.fit()
@@ -178,7 +180,9 @@ def plot_trials(path, rows, title):
 
 def run_backbone_sweep(config, space, out):
     """The ``--tune`` sweep of a backbone search-space file (``space.method == 'backbone'``):
-    trials as :func:`search`, the epoch cap and stopping rule of ``config``; writes
+    trials as :func:`search`, the first one at the run's current settings (so the selection is
+    never worse on validation than keeping them, unless ASHA stops that trial), the epoch cap and
+    stopping rule of ``config``; writes
     ``trials.csv``, ``best.yaml`` (a RecBole YAML for ``--config_files``) and ``trials.png``
     into ``out``. The test split is never read."""
     s = space.settings
@@ -194,7 +198,7 @@ def run_backbone_sweep(config, space, out):
                   num_cpus=s["tune_num_cpus"], grace_period=int(s["tune_grace_period"]), storage=str(out / "ray"),
                   reduction_factor=float(s["tune_reduction_factor"]), max_concurrent=int(s["tune_max_concurrent"]),
                   cpus_per_trial=int(s["tune_cpus_per_trial"]), scheduler=s["tune_scheduler"],
-                  address=config["ray_address"])
+                  address=config["ray_address"], points=[{k: config[k] for k in space.domains}])
     seconds = time.perf_counter() - start
     keys = list(dict.fromkeys(k for r in rows for k in r))
     write_csv(out / "trials.csv", rows, keys)
