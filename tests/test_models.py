@@ -174,6 +174,23 @@ def test_vbpr_regularisation_is_the_batch_rows_l2(reg_content, make_config):
     assert reached == [reg_content] * len(MODALITIES)
 
 
+def test_vbpr_loss_shares_the_projection_and_equals_its_definition(make_config):
+    """calculate_loss projects the batch's distinct items once for scores and penalty; it is
+    still BPR(pair_scores) + reg_weight x reg_loss, and so are its gradients."""
+    from recbole_tru.losses import bpr_loss
+
+    config, train_data, model = setup(make_config, "VBPR", reg_weight=0.01)
+    batch = first_batch(train_data)
+    users, pos, neg = batch["user_id"], batch["item_id"], batch["neg_item_id"]
+    loss = model.calculate_loss(batch)
+    grads = torch.autograd.grad(loss, [model.projection["text"].weight, model.item_embedding.weight])
+    expected = bpr_loss(*model.pair_scores(users, pos, neg)) + 0.01 * model.reg_loss(users, pos, neg)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    for got, want in zip(grads, torch.autograd.grad(expected, [model.projection["text"].weight,
+                                                               model.item_embedding.weight])):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-8)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_full_sort_predict_equals_predict(name, make_config):
     _, train_data, model = setup(make_config, name)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from recbole.model.init import xavier_normal_initialization
 
-from recbole_tru.losses import l2_reg
+from recbole_tru.losses import bpr_loss, l2_reg
 from recbole_tru.model.base import MultimodalRecommender, memoise
 
 
@@ -85,25 +85,47 @@ class VBPR(MultimodalRecommender):
     def _user_side(self, users):
         return torch.cat([self.user_embedding(users)] + [self.theta[m](users) for m in self.modalities], dim=-1)
 
-    def pair_scores(self, users, *item_sets):
-        # the item side is computed once per distinct item of the batch
+    def _distinct_content(self, item_sets):
+        """The batch's distinct items, where each item of ``item_sets`` sits among them, and
+        their :meth:`_content`: the projection runs once per distinct item."""
         distinct, where = torch.unique(torch.cat(item_sets), return_inverse=True)
-        item_vec, offset = self._item_side(distinct)
+        return distinct, where.split(len(item_sets[0])), self._content(distinct)
+
+    def _scores(self, users, distinct, where, content):
+        item_vec, offset = self._item_side(distinct, content)
         user_vec = self._user_side(users)
         table = torch.cat([item_vec, offset.unsqueeze(-1)], dim=-1)   # embedding() gathers fastest
         scores = []
-        for w in where.split(len(users)):
+        for w in where:
             rows = F.embedding(w, table)
             scores.append((user_vec * rows[:, :-1]).sum(-1) + rows[:, -1])
         return tuple(scores)
 
-    def reg_loss(self, users, *item_sets):
+    def pair_scores(self, users, *item_sets):
+        return self._scores(users, *self._distinct_content(item_sets))
+
+    def _reg(self, users, item_sets, content_rows):
+        """The penalty of :meth:`reg_loss`; ``content_rows(k)``: the content vectors of
+        ``item_sets[k]`` (one tensor per modality)."""
         rows = [self.user_embedding(users)] + [self.theta[m](users) for m in self.modalities]
-        for items in item_sets:
+        for k, items in enumerate(item_sets):
             rows += [self.item_embedding(items), self.item_bias(items)]
             if self.reg_content:
-                rows += self._content(items)[0]
+                rows += content_rows(k)
         return l2_reg(*rows)
+
+    def reg_loss(self, users, *item_sets):
+        return self._reg(users, item_sets, lambda k: self._content(item_sets[k])[0])
+
+    def calculate_loss(self, interaction):
+        """BPR + ``reg_weight`` x :meth:`reg_loss`, the batch's content projected once and
+        shared by the scores and the penalty (the penalty gathers its rows)."""
+        users = interaction[self.USER_ID]
+        item_sets = (interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
+        distinct, where, content = self._distinct_content(item_sets)
+        pos_score, neg_score = self._scores(users, distinct, where, content)
+        penalty = self._reg(users, item_sets, lambda k: [F.embedding(where[k], v) for v in content[0]])
+        return bpr_loss(pos_score, neg_score) + self.reg_weight * penalty
 
     def _content_side(self):
         """The catalogue's content part: ``E_m f_i^m`` stacked [n_items, M·K'] (None without
