@@ -38,10 +38,11 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(HERE)]
 
 from recbole_tru.files import atomic_write, write_texts  # noqa: E402
 from recbole_tru.stats import t_interval  # noqa: E402
+from unlearning_report import pm  # noqa: E402
 
 MODELS = ("BPR", "LightGCN", "VBPR", "MMGCN")
 LEARNING_RATE = "loguniform [0.0003, 0.01]"
@@ -167,11 +168,6 @@ def summarise(report):
     return report
 
 
-def ci(stat):
-    half = (stat["ci_high"] - stat["ci_low"]) / 2 if stat["n"] > 1 else float("nan")
-    return f"{stat['mean']:.4f} ± {half:.4f}"
-
-
 def params_text(params):
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
@@ -199,7 +195,7 @@ def markdown(report):
     for c in report["cells"]:
         chosen = "yes" if choice.get(c["model"], {}).get("variant") == c["variant"] else ""
         lines.append(f"| {c['model']} | {c['variant']}: {params_text(c['params'])} | {len(c['seeds'])} | "
-                     f"{ci(c['valid_ndcg@20'])} | {ci(c['recall@20'])} | {ci(c['ndcg@20'])} | {ci(c['cold_ndcg@20'])} | "
+                     f"{pm(c['valid_ndcg@20'])} | {pm(c['recall@20'])} | {pm(c['ndcg@20'])} | {pm(c['cold_ndcg@20'])} | "
                      f"{', '.join(map(str, c['best_epochs']))} | {c['capped']} | {chosen} |")
     return "\n".join(lines) + "\n"
 

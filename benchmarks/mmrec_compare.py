@@ -83,8 +83,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path[:0] = [p for p in (str(ROOT), str(HERE)) if p not in sys.path]
+
+from unlearning_report import pm  # noqa: E402    (mean ± 95 % half-width, as every results table)
 
 DATASET = "ml-100k-mm"
 MODELS = ("VBPR", "MMGCN")
@@ -228,7 +229,7 @@ def measure_ours(model_name, seed, dataset=DATASET, extra=None):
     """Train and test one of our models in this process; a dict of figures."""
     from recbole_tru.config import Config
     from recbole_tru.registry import get_trainer
-    from recbole_tru.training import build_model, fit_trainer, load_data
+    from recbole_tru.training import build_model, fit_trainer, load_data, timed_train_epochs
 
     config = Config(model=model_name, dataset=dataset, read_cmd_line=False,
                     config_dict={"state": "WARNING", "show_progress": False, **OURS[model_name],
@@ -236,15 +237,7 @@ def measure_ours(model_name, seed, dataset=DATASET, extra=None):
     _, train, valid, test = load_data(config)
     model = build_model(config, train.dataset)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    seconds, train_epoch = [], trainer._train_epoch
-
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        out = train_epoch(*args, **kwargs)
-        seconds.append(time.perf_counter() - start)
-        return out
-
-    trainer._train_epoch = timed
+    seconds = timed_train_epochs(trainer)
     summary = fit_trainer(trainer, train, valid)
     recbole = {k: float(v) for k, v in trainer.evaluate(test, load_best_model=False).items()}
     both = masked_test_metrics(model, train, valid, test)
@@ -562,14 +555,6 @@ def ndcg_reading(ours, mmrec):
     return {"mean_difference": diff, "spread": spread, "reading": reading}
 
 
-def _ci(t):
-    if t["mean"] is None:
-        return "n/a"
-    if t["ci_low"] is None:
-        return f"{t['mean']:.4f}"
-    return f"{t['mean']:.4f} ± {(t['ci_high'] - t['ci_low']) / 2:.4f}"
-
-
 def _epochs_run(entry):
     """Epochs run per seed, ``*`` where the epoch cap, not early stopping, ended the run."""
     capped = entry.get("epoch_cap_hit") or [not x for x in entry.get("stopped_early", [])]
@@ -610,8 +595,8 @@ def markdown(report):
             ratio = sides.get("seconds_ratio_mmrec_over_ours")
             lines.append(
                 f"| {library} | {model_name} | {', '.join(map(str, e['seeds']))} "
-                f"| {_ci(e[f'recall@{K} (train+valid)'])} | {_ci(e[f'ndcg@{K} (train+valid)'])} "
-                f"| {_ci(e[f'recall@{K} (train)'])} | {_ci(e[f'ndcg@{K} (train)'])} "
+                f"| {pm(e[f'recall@{K} (train+valid)'])} | {pm(e[f'ndcg@{K} (train+valid)'])} "
+                f"| {pm(e[f'recall@{K} (train)'])} | {pm(e[f'ndcg@{K} (train)'])} "
                 f"| {' / '.join(map(str, e['best_epoch']))} | {' / '.join(_epochs_run(e))} "
                 f"| {e['seconds_per_epoch_median']:.3f} | {f'{ratio:.2f}' if ratio and library == 'MMRec' else ''} |")
     lines += ["", "Reading of test NDCG@20, ours against MMRec (spread = the larger seed range, max - min):", ""]

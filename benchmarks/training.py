@@ -16,7 +16,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,23 +43,14 @@ def measure(model, overrides, dataset):
     from recbole_tru.data.retained import user_item_csr
     from recbole_tru.model.ranking import topk_lists
     from recbole_tru.registry import get_trainer
-    from recbole_tru.training import build_model, fit_trainer, load_data
+    from recbole_tru.training import build_model, fit_trainer, load_data, timed_train_epochs
 
     config = Config(model=model, dataset=dataset, config_dict={"state": "WARNING", "show_progress": False, **overrides},
                     read_cmd_line=False)
     _, train, valid, test = load_data(config)
     trained = build_model(config, train.dataset)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, trained)
-    epoch_seconds = []
-    train_epoch = trainer._train_epoch
-
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        out = train_epoch(*args, **kwargs)
-        epoch_seconds.append(time.perf_counter() - start)
-        return out
-
-    trainer._train_epoch = timed
+    epoch_seconds = timed_train_epochs(trainer)
     summary = fit_trainer(trainer, train, valid)
     result = trainer.evaluate(test, load_best_model=False)
     # popularity of recommended items: mean training count of the top-20 of each test user

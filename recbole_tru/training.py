@@ -66,6 +66,21 @@ def fit_trainer(trainer, train_data, valid_data, show_progress=False):
             "best_valid_result": {k: float(v) for k, v in (best_result or {}).items()}}
 
 
+def timed_train_epochs(trainer):
+    """Time each training pass of ``trainer`` (its ``_train_epoch``, evaluation excluded) from
+    now on; returns the list the seconds are appended to."""
+    seconds, train_epoch = [], trainer._train_epoch
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = train_epoch(*args, **kwargs)
+        seconds.append(time.perf_counter() - start)
+        return out
+
+    trainer._train_epoch = timed
+    return seconds
+
+
 def fit(config, train_data, valid_data, model=None, show_progress=None):
     """Train a fresh (or the given) model with RecBole's trainer for ``config['model']``.
     Returns ``(model, trainer, summary)``."""
