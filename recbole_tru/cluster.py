@@ -110,11 +110,16 @@ def cluster_nodes(address):
 
 
 def _cluster_env():
-    # Ray's token authentication off: a driver reads its auth settings when it imports Ray, so a
-    # token made here would not reach one already running. Ray's processes listen on every
-    # interface (only the advertised address is the loopback one): use this cluster on a machine
-    # whose ports are closed to untrusted networks (a CI runner, a workstation behind a firewall)
-    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # The nodes take this process's authentication mode, so that it can drive them: "token" once
+    # this process started a local Ray (ray.init() turns token authentication on for the whole
+    # process, and it stays on after ray.shutdown(): a driver in token mode cannot serve the
+    # objects it owns to nodes without it, OwnerDiedError), else off (a driver reads its auth
+    # settings when it imports Ray, so a token made here would not reach one already running).
+    # Ray's processes listen on every interface (only the advertised address is the loopback
+    # one): without a token, use this cluster on a machine whose ports are closed to untrusted
+    # networks (a CI runner, a workstation behind a firewall)
+    mode = "token" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else "disabled"
+    return {**os.environ, "RAY_AUTH_MODE": mode, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 @contextlib.contextmanager

@@ -55,6 +55,29 @@ def test_a_stopped_cluster_leaves_no_trace_for_a_local_run(tmp_path):
     assert run.returncode == 0 and run.stdout.strip().endswith("1"), run.stderr[-2000:]
 
 
+def test_a_process_that_ran_a_local_ray_drives_the_cluster(tmp_path):
+    """A local ray.init() turns Ray's token authentication on for its whole process, and it
+    stays on after ray.shutdown(): the cluster's nodes take that mode, so the same process then
+    drives them (with nodes left without a token, its tasks failed with OwnerDiedError). In a
+    process of its own: the mode is process-wide state."""
+    code = ("import os, ray\n"
+            "from recbole_tru.cluster import init_kwargs, local_cluster, parallel_map, probe, cluster_nodes\n"
+            "ray.init(**init_kwargs(num_cpus=1)); ray.shutdown()\n"
+            "print('mode', os.environ.get('RAY_AUTH_MODE'))\n"
+            "with local_cluster(nodes=2, cpus_per_node=1) as address:\n"
+            "    ran = parallel_map(probe, None, [1.0] * 4, address=address)\n"
+            "    print('nodes', len({r for r in ran if r}), len(cluster_nodes(address)))\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         cwd=str(PACKAGE_ROOT), env=env)
+    if run.returncode != 0 and not in_ci() and "cannot start" in run.stderr:
+        pytest.skip("a local Ray cluster cannot start here")
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.strip().splitlines()
+    assert "mode token" in lines                      # the premise: the local Ray left token mode on
+    assert lines[-1] == "nodes 2 2"
+
+
 def node_ids(values):
     return {v for v in values if v}
 
