@@ -174,20 +174,23 @@ def test_vbpr_regularisation_is_the_batch_rows_l2(reg_content, make_config):
     assert reached == [reg_content] * len(MODALITIES)
 
 
-def test_vbpr_loss_shares_the_projection_and_equals_its_definition(make_config):
-    """calculate_loss projects the batch's distinct items once for scores and penalty; it is
-    still BPR(pair_scores) + reg_weight x reg_loss, and so are its gradients."""
+@pytest.mark.parametrize("reg_content", [True, False])
+def test_vbpr_loss_looks_up_once_and_equals_its_definition(reg_content, make_config):
+    """calculate_loss looks each table up once (distinct items, penalty rows weighted by their
+    count in the batch); it is still BPR(pair_scores) + reg_weight x reg_loss, and so are its
+    gradients for every parameter."""
     from recbole_tru.losses import bpr_loss
 
-    config, train_data, model = setup(make_config, "VBPR", reg_weight=0.01)
+    config, train_data, model = setup(make_config, "VBPR", reg_weight=0.01, reg_content=reg_content)
     batch = first_batch(train_data)
     users, pos, neg = batch["user_id"], batch["item_id"], batch["neg_item_id"]
+    assert len(torch.unique(torch.cat([pos, neg]))) < 2 * len(pos)      # repeated items: counts matter
+    params = [p for p in model.parameters() if p.requires_grad]
     loss = model.calculate_loss(batch)
-    grads = torch.autograd.grad(loss, [model.projection["text"].weight, model.item_embedding.weight])
+    grads = torch.autograd.grad(loss, params)
     expected = bpr_loss(*model.pair_scores(users, pos, neg)) + 0.01 * model.reg_loss(users, pos, neg)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
-    for got, want in zip(grads, torch.autograd.grad(expected, [model.projection["text"].weight,
-                                                               model.item_embedding.weight])):
+    for got, want in zip(grads, torch.autograd.grad(expected, params)):
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-8)
 
 

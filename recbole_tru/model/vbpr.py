@@ -91,41 +91,49 @@ class VBPR(MultimodalRecommender):
         distinct, where = torch.unique(torch.cat(item_sets), return_inverse=True)
         return distinct, where.split(len(item_sets[0])), self._content(distinct)
 
-    def _scores(self, users, distinct, where, content):
-        item_vec, offset = self._item_side(distinct, content)
+    def _batch_tables(self, users, distinct, content):
+        """Each parameter table looked up once for a batch: ``(user_ext, table, user_vec, gamma,
+        beta)``, where a score is ``user_ext[j] . table[d]`` = [user vector, 1] . [item vector,
+        item offset] for the distinct item d (gathering whole rows: slicing gathered rows would
+        make backward zero-fill a copy of them)."""
+        vectors, content_offset = content
+        gamma, beta = self.item_embedding(distinct), self.item_bias(distinct).squeeze(-1)
         user_vec = self._user_side(users)
-        table = torch.cat([item_vec, offset.unsqueeze(-1)], dim=-1)   # embedding() gathers fastest
-        scores = []
-        for w in where:
-            rows = F.embedding(w, table)
-            scores.append((user_vec * rows[:, :-1]).sum(-1) + rows[:, -1])
-        return tuple(scores)
+        user_ext = torch.cat([user_vec, user_vec.new_ones(len(users), 1)], dim=-1)
+        table = torch.cat([gamma] + vectors + [(beta + content_offset).unsqueeze(-1)], dim=-1)
+        return user_ext, table, user_vec, gamma, beta
 
     def pair_scores(self, users, *item_sets):
-        return self._scores(users, *self._distinct_content(item_sets))
-
-    def _reg(self, users, item_sets, content_rows):
-        """The penalty of :meth:`reg_loss`; ``content_rows(k)``: the content vectors of
-        ``item_sets[k]`` (one tensor per modality)."""
-        rows = [self.user_embedding(users)] + [self.theta[m](users) for m in self.modalities]
-        for k, items in enumerate(item_sets):
-            rows += [self.item_embedding(items), self.item_bias(items)]
-            if self.reg_content:
-                rows += content_rows(k)
-        return l2_reg(*rows)
+        distinct, where, content = self._distinct_content(item_sets)
+        user_ext, table = self._batch_tables(users, distinct, content)[:2]
+        return tuple((user_ext * F.embedding(w, table)).sum(-1) for w in where)
 
     def reg_loss(self, users, *item_sets):
-        return self._reg(users, item_sets, lambda k: self._content(item_sets[k])[0])
+        """The L2 penalty row by row (the definition :meth:`calculate_loss` computes faster)."""
+        rows = [self.user_embedding(users)] + [self.theta[m](users) for m in self.modalities]
+        for items in item_sets:
+            rows += [self.item_embedding(items), self.item_bias(items)]
+            if self.reg_content:
+                rows += self._content(items)[0]
+        return l2_reg(*rows)
 
     def calculate_loss(self, interaction):
-        """BPR + ``reg_weight`` x :meth:`reg_loss`, the batch's content projected once and
-        shared by the scores and the penalty (the penalty gathers its rows)."""
+        """BPR + ``reg_weight`` x :meth:`reg_loss`, each parameter table looked up once per batch:
+        the batch's distinct items are projected and gathered once, and the penalty of an item
+        row is its squared norm times the number of times the item occurs in the batch (the same
+        sum as :meth:`reg_loss` row by row; dense embedding backward passes are the training
+        epoch's main cost on CPU, one per lookup)."""
         users = interaction[self.USER_ID]
-        item_sets = (interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
-        distinct, where, content = self._distinct_content(item_sets)
-        pos_score, neg_score = self._scores(users, distinct, where, content)
-        penalty = self._reg(users, item_sets, lambda k: [F.embedding(where[k], v) for v in content[0]])
-        return bpr_loss(pos_score, neg_score) + self.reg_weight * penalty
+        distinct, where, content = self._distinct_content((interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]))
+        user_ext, table, user_vec, gamma, beta = self._batch_tables(users, distinct, content)
+        # BPR needs s_ui - s_uj only: one product with the difference of the two gathered rows
+        margin = (user_ext * (F.embedding(where[0], table) - F.embedding(where[1], table))).sum(-1)
+        row_sq = gamma.pow(2).sum(-1) + beta.pow(2)
+        if self.reg_content:
+            row_sq = row_sq + sum(v.pow(2).sum(-1) for v in content[0])
+        counts = torch.bincount(torch.cat(where), minlength=len(distinct)).to(row_sq.dtype)
+        penalty = (user_vec.pow(2).sum() + (counts * row_sq).sum()) / (2 * users.shape[0])
+        return bpr_loss(margin, torch.zeros_like(margin)) + self.reg_weight * penalty
 
     def _content_side(self):
         """The catalogue's content part: ``E_m f_i^m`` stacked [n_items, M·K'] (None without
