@@ -15,6 +15,11 @@ seed):
   The replaced method's figures differ by design; every other method both runs have (the
   original and the retrained model above all) must still agree. Its ``speedup`` stays the one
   measured beside its own run's retraining.
+* ``--backbones``: every cell of these backbones, whole (and their originals' training records),
+  after the backbone itself changed (new defaults from a validation search, say): nothing of the
+  first run's cells of that backbone can be compared any more, so nothing is checked; the cells
+  keep the base run's order. The added run must have all of the base run's regimes of each named
+  backbone.
 
 Before anything is copied, every quality figure both runs have (forget gap, retain gap, MIA AUC,
 top-K overlap) must be equal in the two runs; any difference stops the merge (the runs would not
@@ -24,6 +29,8 @@ the merge is recorded in the report's ``merged_from``.
 
     python benchmarks/merge_runs.py benchmarks/results/unlearning.json runs/lr/unlearning.json \\
         --metrics mia_lr_distance,delta_distance,mia_lr_tpr --attacks lira --out benchmarks/results
+    python benchmarks/merge_runs.py benchmarks/results/unlearning.json runs/vbpr/unlearning.json \\
+        --backbones VBPR --out benchmarks/results
 """
 import argparse
 import json
@@ -80,6 +87,27 @@ def merge(base, add, methods=(), metrics=(), attacks=(), replace=()):
     return merged
 
 
+def replace_backbones(base, add, backbones):
+    """Replace every cell (and original record) of ``backbones`` in ``base`` with ``add``'s;
+    returns the number of requests replaced. Raises ValueError when ``add`` lacks a cell of a
+    named backbone that ``base`` has."""
+    cells = {(c["model"], c["regime"]): c for c in add["cells"]}
+    replaced = 0
+    for position, cell in enumerate(base["cells"]):
+        if cell["model"] not in backbones:
+            continue
+        new = cells.get((cell["model"], cell["regime"]))
+        if new is None:
+            raise ValueError(f"the added run has no {cell['model']} {cell['regime']} cell: "
+                             f"cannot replace the backbone's cells whole")
+        base["cells"][position] = new
+        replaced += len(new["requests"])
+    if "originals" in base:
+        kept = [o for o in base["originals"] if o["model"] not in backbones]
+        base["originals"] = kept + [o for o in add.get("originals", []) if o["model"] in backbones]
+    return replaced
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("base")
@@ -88,16 +116,26 @@ def main(argv=None):
     parser.add_argument("--metrics", default="")
     parser.add_argument("--attacks", default="")
     parser.add_argument("--replace", default="")
+    parser.add_argument("--backbones", default="", help="comma list: replace these backbones' cells whole")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
     base, add = json.loads(Path(args.base).read_text()), json.loads(Path(args.add).read_text())
     split = lambda text: [x for x in text.split(",") if x]  # noqa: E731
-    n = merge(base, add, split(args.methods), split(args.metrics), split(args.attacks), split(args.replace))
+    backbones = split(args.backbones)
+    if backbones and (args.methods or args.metrics or args.attacks or args.replace):
+        parser.error("--backbones replaces whole cells: it does not combine with --methods, --metrics, "
+                     "--attacks or --replace")
+    if backbones:
+        n = replace_backbones(base, add, backbones)
+    else:
+        n = merge(base, add, split(args.methods), split(args.metrics), split(args.attacks), split(args.replace))
     if n == 0:
         raise SystemExit("no request of the added run matches the base run")
-    base.setdefault("merged_from", []).append({"file": args.add, "command": add.get("command"), "requests": n,
-                                               "methods": split(args.methods), "metrics": split(args.metrics),
-                                               "attacks": split(args.attacks), "replace": split(args.replace)})
+    record = {"file": args.add, "command": add.get("command"), "requests": n, "methods": split(args.methods),
+              "metrics": split(args.metrics), "attacks": split(args.attacks), "replace": split(args.replace)}
+    if backbones:             # the replaced cells were measured there: keep where and how
+        record.update(backbones=backbones, environment=add.get("environment"), wall_seconds=add.get("wall_seconds"))
+    base.setdefault("merged_from", []).append(record)
     report = summarise(base)
     write_outputs(report, Path(args.out))
     print(f"{n} requests merged into {args.out}")

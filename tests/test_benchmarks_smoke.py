@@ -236,6 +236,32 @@ def test_merge_runs_replaces_a_changed_method_where_the_reference_agrees():
         module.merge(run(0.009), other, replace=["tru"])
 
 
+def test_merge_runs_replaces_a_backbones_cells_whole():
+    """After a backbone's defaults changed, its cells come whole from the second run (no figure
+    of the old cells is comparable, none is checked); the other backbone's cells and the order
+    stay; a regime the second run lacks is an error, not a silently mixed table."""
+    module = load("merge_runs")
+
+    def run(gap, models=("VBPR", "MMGCN"), regimes=("interaction", "item")):
+        return {"cells": [{"model": m, "regime": r, "requests": [
+                    {"original": 0, "forget_seed": 1, "methods": {"retrain": {"forget_gap": 0.0, "mia_auc": gap}}}]}
+                          for m in models for r in regimes],
+                "originals": [{"model": m, "regime": r, "original": 0, "summary": {"seconds": gap}}
+                              for m in models for r in regimes]}
+
+    base, add = run(0.5), run(0.7, models=("VBPR",))
+    assert module.replace_backbones(base, add, ["VBPR"]) == 2
+    assert [(c["model"], c["regime"]) for c in base["cells"]] == [("VBPR", "interaction"), ("VBPR", "item"),
+                                                                   ("MMGCN", "interaction"), ("MMGCN", "item")]
+    gaps = {(c["model"], c["regime"]): c["requests"][0]["methods"]["retrain"]["mia_auc"] for c in base["cells"]}
+    assert gaps == {("VBPR", "interaction"): 0.7, ("VBPR", "item"): 0.7,
+                    ("MMGCN", "interaction"): 0.5, ("MMGCN", "item"): 0.5}
+    assert sorted((o["model"], o["summary"]["seconds"]) for o in base["originals"]) == [
+        ("MMGCN", 0.5), ("MMGCN", 0.5), ("VBPR", 0.7), ("VBPR", 0.7)]
+    with pytest.raises(ValueError, match="no VBPR item cell"):
+        module.replace_backbones(run(0.5), run(0.7, models=("VBPR",), regimes=("interaction",)), ["VBPR"])
+
+
 def test_memorisation_benchmark_at_tiny_size(tmp_path):
     """One variant with a generator knob, in its own process: the data set is generated with the
     knob, the original and the retrained model are measured on the same forget set, and the
