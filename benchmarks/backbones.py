@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from recbole_tru.files import atomic_write, write_texts  # noqa: E402
+from recbole_tru.files import save_png, write_text, write_texts  # noqa: E402
 from recbole_tru.stats import t_interval  # noqa: E402
 from unlearning_report import pm  # noqa: E402
 
@@ -245,7 +245,7 @@ def plot(report, path):
         ax.set_title(f"{title} ({report['dataset']}, 95 % CI over seeds)")
         ax.legend()
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110), replace=True)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -308,7 +308,7 @@ def write_properties(report, models, root, name):
             continue
         values = settings(report["search"][model]["params"], model_keys(model, report["dataset"]))
         text = properties_text(model, report["dataset"], values, name)
-        atomic_write(path, lambda tmp, t=text: Path(tmp).write_text(t, encoding="utf-8"), replace=True)
+        write_text(path, text, replace=True)
 
 
 def main(argv=None):

@@ -42,7 +42,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from recbole_tru.files import atomic_write, write_texts  # noqa: E402
+from recbole_tru.files import save_png, write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.quick_start import run_recbole_tru  # noqa: E402
 from recbole_tru.serving import load_checkpoint  # noqa: E402
@@ -188,7 +188,7 @@ def plot(report, path):
     ax.set_title(f"one-request latency ({report['backbones'][0]['dataset']})", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110), replace=True)
+    save_png(fig, path)
     plt.close(fig)
 
 

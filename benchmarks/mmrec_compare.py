@@ -164,7 +164,7 @@ def export(out, dataset=DATASET, config_dict=None, mmrec=None):
     import numpy as np
     import pandas as pd
 
-    from recbole_tru.files import atomic_write
+    from recbole_tru.files import atomic_write, write_text
 
     inter, features, users, items, split = our_split(dataset, config_dict)
     folder = Path(out) / dataset
@@ -180,10 +180,10 @@ def export(out, dataset=DATASET, config_dict=None, mmrec=None):
         written[kind] = atomic_write(folder / f"{kind[0]}_id_mapping.csv",
                                      lambda p, t=table: t.to_csv(p, sep="\t", index=False), replace=True)
     text = mmrec_yaml(dataset, out, split)
-    written["yaml"] = atomic_write(folder / "mmrec_dataset.yaml", lambda p: Path(p).write_text(text), replace=True)
+    written["yaml"] = write_text(folder / "mmrec_dataset.yaml", text, replace=True)
     if mmrec is not None:
-        written["mmrec_yaml"] = atomic_write(Path(mmrec) / "src" / "configs" / "dataset" / f"{dataset}.yaml",
-                                             lambda p: Path(p).write_text(text), replace=True)
+        written["mmrec_yaml"] = write_text(Path(mmrec) / "src" / "configs" / "dataset" / f"{dataset}.yaml", text,
+                                           replace=True)
     return written
 
 

@@ -90,7 +90,7 @@ def main(argv=None):
     if args.one:
         return one(json.loads(args.one))
     sys.path.insert(0, str(ROOT))
-    from recbole_tru.files import atomic_write
+    from recbole_tru.files import write_texts
     from recbole_tru.provenance import environment
 
     rows = {model: {name: run(model, setting, args) for name, setting in SETTINGS.items()}
@@ -117,8 +117,7 @@ def main(argv=None):
         lines.append(f"* {model}: one 2-thread job {one_job:.1f} s, two 1-thread jobs at once {two_jobs:.1f} s "
                      f"(the slower) -> {2 * one_job / two_jobs:.2f}x the work per unit of time")
     out = Path(args.out)
-    atomic_write(out / "reproducibility.json", lambda p: Path(p).write_text(json.dumps(report, indent=1)), replace=True)
-    atomic_write(out / "reproducibility.md", lambda p: Path(p).write_text("\n".join(lines) + "\n"), replace=True)
+    write_texts(out, "reproducibility", [("json", json.dumps(report, indent=1)), ("md", "\n".join(lines) + "\n")])
     print("\n".join(lines))
     return report
 

@@ -3,7 +3,7 @@ plots (``scale<tag>_train.png``, ``scale<tag>_unlearn.png``), each written whole
 import json
 from pathlib import Path
 
-from recbole_tru.files import atomic_write
+from recbole_tru.files import atomic_write, write_text
 
 
 def fmt(x, digits=2):
@@ -216,9 +216,8 @@ def write_report(report, out, tag="", data=True):
     out, stem = Path(out), f"scale{tag}"
     text = markdown(report)
     if data:
-        atomic_write(out / f"{stem}.json", lambda p: Path(p).write_text(json.dumps(report, indent=1, default=float)),
-                     replace=True)
-    atomic_write(out / f"{stem}.md", lambda p: Path(p).write_text(text), replace=True)
+        write_text(out / f"{stem}.json", json.dumps(report, indent=1, default=float), replace=True)
+    write_text(out / f"{stem}.md", text, replace=True)
     if report["train"]:
         atomic_write(out / f"{stem}_train.png", lambda p: plot_train(report, p), replace=True)
     if report["unlearn"]:

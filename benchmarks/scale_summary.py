@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
 
-from recbole_tru.files import atomic_write  # noqa: E402
+from recbole_tru.files import write_text  # noqa: E402
 
 COLUMNS = ("backbone", "size", "request", "method", "seconds", "speedup", "forced")
 
@@ -100,7 +100,7 @@ def main(argv=None):
         except (OSError, ValueError, KeyError) as error:
             raise SystemExit(f"{path}: cannot read it as a scale.py or latency.py report ({error!r})")
     text = csv_text(rows)
-    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), replace=True)
+    write_text(args.out, text, replace=True)
     print(text, end="")
     return rows
 

@@ -49,7 +49,7 @@ sys.path[:0] = [str(HERE.parent)]
 
 from recbole_tru.audit import Audit  # noqa: E402
 from recbole_tru.data.retained import with_overrides  # noqa: E402
-from recbole_tru.files import atomic_write, write_texts  # noqa: E402
+from recbole_tru.files import save_png, write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.quick_start import run_recbole_tru  # noqa: E402
 from recbole_tru.serving import load_checkpoint  # noqa: E402
@@ -275,7 +275,7 @@ def plot(report, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110), replace=True)
+    save_png(fig, path)
     plt.close(fig)
 
 

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recbole_tru.config import PACKAGE_ROOT, Config  # noqa: E402
-from recbole_tru.files import atomic_write  # noqa: E402
+from recbole_tru.files import atomic_write, write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.tune.report import plot_pareto, read_csv  # noqa: E402
 from recbole_tru.tune.sweep import run_sweep  # noqa: E402
@@ -189,9 +189,7 @@ def main(argv=None):
                 [("original model", refs["original"]["forget_gap"], refs["original"]["valid_ndcg@20"], "x"),
                  ("retrained (gap 0)", 0.0, refs["retrain"]["valid_ndcg@20"], "D")])
     copy(runs / "sweep_pareto.png", out / "sweep_pareto.png")
-    atomic_write(out / "sweep.json", lambda p: Path(p).write_text(json.dumps(report, indent=1, default=float),
-                                                                  encoding="utf-8"), replace=True)
-    atomic_write(out / "sweep.md", lambda p: Path(p).write_text(markdown(report), encoding="utf-8"), replace=True)
+    write_texts(out, "sweep", [("json", json.dumps(report, indent=1, default=float)), ("md", markdown(report))])
     print(markdown(report))
     return report
 

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recbole_tru.files import atomic_write  # noqa: E402
+from recbole_tru.files import write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 
 # name -> (model, config overrides)
@@ -105,8 +105,7 @@ def main(argv=None):
     report = {"environment": environment(), "machine": f"{platform.machine()}, {platform.python_version()}",
               "command": "python benchmarks/training.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "rows": rows}
-    atomic_write(out / "training.json", lambda p: Path(p).write_text(json.dumps(report, indent=1)), replace=True)
-    atomic_write(out / "training.md", lambda p: Path(p).write_text(markdown(rows)), replace=True)
+    write_texts(out, "training", [("json", json.dumps(report, indent=1)), ("md", markdown(rows))])
     print(markdown(rows))
     return report
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from recbole_tru import stats
-from recbole_tru.files import atomic_write
+from recbole_tru.files import atomic_write, write_texts
 
 from unlearning_jobs import ABLATIONS, CURVE_METHODS, FORGET_SEEDS
 
@@ -364,7 +364,6 @@ def write_outputs(report, out):
     def put(name, write):
         atomic_write(Path(out) / name, write, replace=True)
 
-    put("unlearning.json", lambda p: Path(p).write_text(json.dumps(report, indent=1, default=float)))
+    write_texts(out, "unlearning", [("json", json.dumps(report, indent=1, default=float)), ("md", markdown(report))])
     put("unlearning_summary.csv", lambda p: write_summary_csv(report, p))
-    put("unlearning.md", lambda p: Path(p).write_text(markdown(report)))
     put("unlearning_tradeoff.png", lambda p: plot(report, p))

@@ -1,8 +1,9 @@
 """Writing outputs: whole or not at all, never over an existing file.
 
 :func:`atomic_write` is the one way the plugin writes a file (checkpoints, reports, atomic data
-files, benchmark results); :func:`unique_path` the one way it names a new output (a run
-folder, a checkpoint) next to earlier ones.
+files, benchmark results), :func:`write_text`, :func:`write_texts` and :func:`save_png` its
+shorthands for text files and figures; :func:`unique_path` the one way it names a new output (a
+run folder, a checkpoint) next to earlier ones.
 """
 import os
 import uuid
@@ -37,13 +38,23 @@ def atomic_write(path, write, replace=False):
     return path
 
 
+def write_text(path, text, replace=False):
+    """``text`` (UTF-8) to ``path`` with :func:`atomic_write`; returns the path."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), replace=replace)
+
+
 def write_texts(folder, name, texts):
     """``<folder>/<name>.<suffix>`` for each ``(suffix, text)`` (a benchmark's json / csv / md),
     each regenerated in place with :func:`atomic_write`: whole or not at all."""
     folder = Path(folder)
     for suffix, text in texts:
-        atomic_write(folder / f"{name}.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"),
-                     replace=True)
+        write_text(folder / f"{name}.{suffix}", text, replace=True)
+
+
+def save_png(fig, path, replace=True, dpi=110):
+    """A matplotlib figure to ``path`` as PNG with :func:`atomic_write` (by default regenerated
+    in place: plots are derived files); returns the path."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), replace=replace)
 
 
 def unique_path(base, suffix=""):

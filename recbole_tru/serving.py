@@ -34,7 +34,7 @@ from recbole_tru.config import PLUGIN_PREFIXES, Config
 from recbole_tru.data.features import feature_file_path
 from recbole_tru.data.forget import read_request
 from recbole_tru.data.retained import UnlearnData
-from recbole_tru.files import atomic_write, unique_path
+from recbole_tru.files import unique_path, write_text
 from recbole_tru.training import build_model, load_data
 
 def check_checkpoint(config, meta, model, path):
@@ -221,7 +221,7 @@ def recommend(served, users_file, k, out_file):
         lines += [f"{token}\t{rank}\t{id2item[i]}\t{s:.6g}" for rank, (i, s) in enumerate(zip(row_items, row_scores), 1)]
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    path = atomic_write(out_file, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
+    path = write_text(out_file, "\n".join(lines) + "\n")
     return path, len(tokens)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from recbole_tru.files import atomic_write, unique_path
+from recbole_tru.files import atomic_write, save_png, unique_path, write_text, write_texts
 
 
 def text(content):
@@ -128,3 +128,37 @@ def test_unique_path_with_a_suffix(tmp_path):
     (tmp_path / "VBPR-ml-20250101-1.pth").write_bytes(b"")
     assert unique_path(str(base), ".pth") == tmp_path / "VBPR-ml-20250101-2.pth"
     assert unique_path(base) == base                     # the suffix-less name is free
+
+
+def test_text_shorthands_keep_atomic_writes_rules(tmp_path):
+    """write_text is atomic_write for UTF-8 text: a new file, never over an existing one unless
+    told; write_texts regenerates a benchmark's json / md pair in place."""
+    path = write_text(tmp_path / "a" / "report.md", "é 1\n")
+    assert path.read_bytes() == "é 1\n".encode("utf-8")
+    with pytest.raises(FileExistsError):
+        write_text(path, "other")
+    assert path.read_text(encoding="utf-8") == "é 1\n"
+    write_text(path, "new", replace=True)
+    assert path.read_text(encoding="utf-8") == "new"
+    write_texts(tmp_path / "b", "run", [("json", "{}"), ("md", "| a |\n")])
+    write_texts(tmp_path / "b", "run", [("json", '{"x": 1}'), ("md", "| b |\n")])
+    assert (tmp_path / "b" / "run.json").read_text() == '{"x": 1}'
+    assert (tmp_path / "b" / "run.md").read_text() == "| b |\n"
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["run.json", "run.md"]   # no temporary left
+
+
+def test_save_png_writes_a_png_and_replaces_by_default(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = save_png(fig, tmp_path / "plot.png")
+    first = path.read_bytes()
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    ax.plot([0, 1], [0, 1])
+    save_png(fig, path)                               # a plot is derived: regenerated in place
+    assert path.read_bytes() != first
+    with pytest.raises(FileExistsError):
+        save_png(fig, path, replace=False)
+    plt.close(fig)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recbole_tru.files import atomic_write
+from recbole_tru.files import write_text
 
 REGIMES = ("interaction", "user", "item", "request")
 USER_MODES = ("random", "core", "edge")
@@ -281,7 +281,6 @@ def save_forget_set(forget, train_dataset, folder):
     lines += [f"\t{id2i[i]}" for i in forget.requested_items]
     lines += [f"{id2u[u]}\t{id2i[i]}" for u, i in pairs]
     inter = folder / "forget.inter"
-    atomic_write(inter, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
-    atomic_write(folder / "forget_stats.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps(forget.stats(), indent=2), encoding="utf-8"))
+    write_text(inter, "\n".join(lines) + "\n")
+    write_text(folder / "forget_stats.json", json.dumps(forget.stats(), indent=2))
     return inter

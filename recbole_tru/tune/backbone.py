@@ -23,7 +23,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from recbole_tru.cluster import node_id, ray_session
-from recbole_tru.files import atomic_write
+from recbole_tru.files import save_png
 from recbole_tru.tune.report import write_best_yaml, write_csv
 from recbole_tru.tune.space import parse_distribution
 
@@ -174,7 +174,7 @@ def plot_trials(path, rows, title):
     ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    save_png(fig, path, replace=False)
     plt.close(fig)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from recbole_tru.files import atomic_write
+from recbole_tru.files import atomic_write, save_png, write_text
 
 METRICS = ("objective", "valid_ndcg@20", "valid_recall@20", "forget_recall@20", "forget_gap", "unlearn_seconds")
 NODE = "node_id"        # the Ray node that ran the trial (trials.csv): on a cluster, where the work went
@@ -88,7 +88,7 @@ def write_best_yaml(path, settings, header):
     """RecBole YAML of ``settings`` (``key: value`` lines) under ``header`` comment lines."""
     text = "".join(f"# {line}\n" for line in header)
     text += yaml.safe_dump({k: plain(v) for k, v in settings.items()}, default_flow_style=False, sort_keys=False)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return write_text(path, text)
 
 
 def plot_pareto(path, series, title, references=()):
@@ -131,6 +131,6 @@ def plot_pareto(path, series, title, references=()):
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110), replace=True)
+        return save_png(fig, path)
     finally:
         plt.close(fig)

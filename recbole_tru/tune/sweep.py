@@ -42,7 +42,7 @@ from recbole_tru.cluster import ray_session
 from recbole_tru.config import PACKAGE_ROOT
 from recbole_tru.data.forget import select_forget
 from recbole_tru.data.retained import UnlearnData, with_overrides
-from recbole_tru.files import atomic_write, unique_path
+from recbole_tru.files import unique_path, write_text
 from recbole_tru.training import load_data
 from recbole_tru.tune.objective import CalibrationScore
 from recbole_tru.tune.report import (METRICS, NODE, plot_pareto, select_best, trial_rows, write_best_yaml,
@@ -250,7 +250,7 @@ def run_sweep(config, judge=True):
                        "calibration_references": references, "search_seconds": search_seconds,
                        "total_seconds": time.perf_counter() - start})
         text = json.dumps(judged, indent=2, default=float)
-        atomic_write(out / "judged.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        write_text(out / "judged.json", text)
         for line in summary_lines(method, best, judged):
             logger.info(line)
             print(line)

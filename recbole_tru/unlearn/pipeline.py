@@ -20,7 +20,7 @@ from recbole_tru.audit import Audit, wants_held_out_users
 from recbole_tru.data.forget import save_forget_set, select_forget
 from recbole_tru.data.retained import UnlearnData
 from recbole_tru.data.split import hold_out_users, split_loaders
-from recbole_tru.files import atomic_write, unique_path
+from recbole_tru.files import atomic_write, unique_path, write_text
 from recbole_tru.provenance import environment
 from recbole_tru.registry import get_unlearn_trainer
 from recbole_tru.terminal import Progress
@@ -205,8 +205,7 @@ def format_table(results):
 
 
 def write_results(folder, results):
-    atomic_write(Path(folder) / "results.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2, default=float), encoding="utf-8"))
+    write_text(Path(folder) / "results.json", json.dumps(results, indent=2, default=float))
     rows = result_rows(results)
 
     def write_csv(tmp):

@@ -47,7 +47,7 @@ from recbole_tru.audit import Audit
 from recbole_tru.checkpoint import file_digest, load_into, read_checkpoint, save_checkpoint
 from recbole_tru.data.forget import RequestError, new_part, read_request, save_forget_set, union
 from recbole_tru.data.retained import UnlearnData, with_overrides
-from recbole_tru.files import atomic_write, unique_path
+from recbole_tru.files import unique_path, write_text
 from recbole_tru.model.ranking import drop_score_cache
 from recbole_tru.provenance import environment
 from recbole_tru.registry import UNLEARNERS
@@ -271,8 +271,8 @@ def write_outputs(config, report, model, meta, forget, train, history, start, ti
                             "sha256": file_digest(tmp / "unlearned.pth"), "forget_inter_sha256": file_digest(inter)}
         report["timings"] = timings
         text = json.dumps(report, indent=2, default=float)
-        _write_text(tmp / "report.json", text)
-        _write_text(tmp / "report.md", format_markdown(report))
+        write_text(tmp / "report.json", text)
+        write_text(tmp / "report.md", format_markdown(report))
         if final.exists():
             raise FileExistsError(f"{final} exists; recbole_tru never overwrites an output")
         os.rename(tmp, final)
@@ -280,10 +280,6 @@ def write_outputs(config, report, model, meta, forget, train, history, start, ti
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
-
-
-def _write_text(path, text):
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _fmt(value, digits=4):
