@@ -19,7 +19,7 @@ from unlearning import grid_parser  # noqa: E402  (puts the repository root on t
 from unlearning_jobs import run_variants  # noqa: E402
 from unlearning_report import fmt  # noqa: E402
 
-from recbole_tru.files import atomic_write  # noqa: E402
+from recbole_tru.files import write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 
 CALIBRATION_SEED = 1
@@ -41,6 +41,8 @@ VARIANTS = {
     "two-sided gate + rank-AUC stop (δ .02)": {"tru_gate_two_sided": True, "tru_stop_metric": "auc", "tru_stop_delta": 0.02},
     "item rows routed too": {"tru_route_items": True},
     "repair 4 epochs": {"tru_repair_epochs": 4},
+    "isolation off (routing + mask)": {"tru_route": False, "tru_isolate": False},
+    "learning rate .001": {"tru_learning_rate": 0.001},
 }
 DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"
 
@@ -97,9 +99,8 @@ def main(argv=None):
             print(f"== {model} / {regime}", flush=True)
             cell = run_variants(model, regime, runs, extra, args.dataset, variants, audit=args.audit)
             report["cells"].append({"model": model, "regime": regime, **cell})
-    atomic_write(out / f"calibration{args.tag}.json", lambda p: Path(p).write_text(json.dumps(report, indent=1, default=float)),
-                 replace=True)
-    atomic_write(out / f"calibration{args.tag}.md", lambda p: Path(p).write_text(markdown(report)), replace=True)
+    write_texts(out, f"calibration{args.tag}", [("json", json.dumps(report, indent=1, default=float)),
+                                                ("md", markdown(report))])
     print(markdown(report))
     return report
 
