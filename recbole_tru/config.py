@@ -53,6 +53,7 @@ COUNT_OR_ZERO = (lambda v: _integer(v) and v >= 0), "an integer >= 0"
 VALUE_RULES = {
     "forget_share": SHARE, "forget_regime": _one_of(*REGIMES), "forget_user_mode": _one_of(*USER_MODES),
     "forget_unknown": _one_of("error", "skip"), "unlearn_chain_targets": _one_of("new", "all"),
+    "unlearn_evaluate": _one_of("both", "output", "none"),
     "tru_budget": UNIT, "tru_alpha_min": UNIT, "tru_stop": _one_of("guarded", "epochs"),
     "tru_stop_metric": _one_of("ks", "recall", "auc"), "tru_item_stop_metric": _one_of("ks", "recall", "auc"), "tru_reference": _one_of("live", "frozen"),
     "tru_match": _one_of("pooled", "user"), "tru_temperature": POSITIVE, "tru_stop_delta": NON_NEGATIVE,

@@ -90,3 +90,8 @@ class Progress:
         stage.seconds = time.perf_counter() - tick
         note = f" {stage.note}" if stage.note else ""
         self._line(label, f": {stage.seconds:.1f} s (run {time.perf_counter() - self.start:.1f} s){note}")
+
+    def skip(self, name, why):
+        """Count a stage that does not run this time, saying why."""
+        self.done += 1
+        self._line(f"[{self.done}/{self.stages}] {name}", f": skipped ({why})")

@@ -105,6 +105,17 @@ def test_progress_lines_carry_the_stage_and_the_times(caplog):
     assert lines[2:] == ["progress [2/2] second ..."]         # a failed stage has no closing line
 
 
+def test_a_skipped_stage_is_counted_and_says_why(caplog):
+    progress = Progress(3, logging.getLogger("recbole_tru.test"))
+    with caplog.at_level(logging.INFO, logger="recbole_tru.test"):
+        progress.skip("evaluation of the input", "unlearn_evaluate: none")
+        with progress.stage("unlearning"):
+            pass
+    lines = [ANSI.sub("", r.getMessage()) for r in caplog.records]
+    assert lines[0] == "progress [1/3] evaluation of the input: skipped (unlearn_evaluate: none)"
+    assert lines[1] == "progress [2/3] unlearning ..."
+
+
 # --------------------------------------------------------------------------- a real run, in a fresh process
 
 def test_a_run_shows_no_known_warning_plain_numbers_and_its_stages(tiny_root, tmp_path):

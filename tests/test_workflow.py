@@ -207,6 +207,29 @@ def test_influence_runs_in_the_workflow_and_the_proof_passes(model, checkpoints,
     assert set(after) == set(before) and any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_unlearn_evaluate_skips_the_evaluations_not_the_proof(checkpoints, splits, tiny_root, tmp_path):
+    """unlearn_evaluate: output scores the output only, none neither; the unlearned checkpoint is
+    the same in every mode (evaluating changes nothing), the proof of deletion always runs, and
+    the report says what was not scored."""
+    request = write_request(tmp_path / "r.inter", splits.request_rows(n_users=1, n_items=0, n_pairs=2))
+    runs = {mode: run_workflow(tiny_root, tmp_path / mode, checkpoints(), request, audit_enabled=False,
+                               unlearn_evaluate=mode)
+            for mode in ("both", "output", "none")}
+    both, output, none = runs["both"], runs["output"], runs["none"]
+    assert both["utility"]["input"] and both["forgetting"]["input"]
+    assert output["utility"]["input"] is None and output["forgetting"]["input"] is None
+    assert output["utility"]["output"] == both["utility"]["output"]
+    assert output["forgetting"]["output"] == both["forgetting"]["output"]
+    assert all(none[part][side] is None for part in ("utility", "forgetting") for side in ("input", "output"))
+    states = [read_checkpoint(Path(r["output_dir"]) / "unlearned.pth")["state_dict"] for r in runs.values()]
+    assert all(torch.equal(states[0][k], other[k]) for other in states[1:] for k in states[0])
+    assert all(r["proof_of_deletion"]["passed"] for r in runs.values())
+    assert none["timings"]["evaluate"] == 0.0 < both["timings"]["evaluate"]
+    assert "| test ndcg@20 | n/a | n/a |" in (Path(none["output_dir"]) / "report.md").read_text()
+    with pytest.raises(ValueError, match="unlearn_evaluate"):
+        run_workflow(tiny_root, tmp_path / "bad", checkpoints(), request, audit_enabled=False, unlearn_evaluate="after")
+
+
 def test_forget_unknown_skip_goes_on_without_the_unknown_rows(checkpoints, splits, tiny_root, tmp_path, caplog):
     rows = splits.request_rows(n_users=0, n_items=0, n_pairs=2) + [["nobody", ""], ["", "nothing"]]
     request = write_request(tmp_path / "r.inter", rows)

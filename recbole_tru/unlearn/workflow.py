@@ -132,6 +132,9 @@ def request_summary(request):
 
 # --------------------------------------------------------------------------- evaluation
 
+NOT_EVALUATED = {"retain": None, "forget": None}      # a model the request did not score (unlearn_evaluate)
+
+
 def evaluate(host, model, loaders):
     """``{part: {metric: value}}`` with RecBole's evaluator (``host``: a Trainer)."""
     host.model = model
@@ -175,11 +178,17 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
     timings["delete_data"] = stage.seconds
     logger.info(set_color("forget set", "yellow") + f": {forget.stats()}")
 
-    with progress.stage("evaluation of the input") as stage:
-        host = Trainer(config, original)
+    scored = config["unlearn_evaluate"]              # both | output | none
+    host, loaders, before = Trainer(config, original), None, NOT_EVALUATED
+    if scored != "none":
         loaders = {"retain": data.eval_loader("test"), "forget": data.eval_loader("forget")}
-        before = evaluate(host, original, loaders)
-    timings["evaluate"] = stage.seconds
+    timings["evaluate"] = 0.0
+    if scored == "both":
+        with progress.stage("evaluation of the input") as stage:
+            before = evaluate(host, original, loaders)
+        timings["evaluate"] = stage.seconds
+    else:
+        progress.skip("evaluation of the input", f"unlearn_evaluate: {scored}")
 
     audit = None
     if config["audit_enabled"]:
@@ -194,11 +203,13 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
         stage.note = f"of which {method} itself {trainer.seconds:.1f} s"
     timings["unlearn"] = trainer.seconds
 
-    with progress.stage("evaluation, audit and proof of the output" if audit is not None
-                        else "evaluation and proof of the output"):
-        tick = time.perf_counter()
-        after = evaluate(host, model, loaders)
-        timings["evaluate"] += time.perf_counter() - tick
+    parts = (["evaluation"] if scored != "none" else []) + (["audit"] if audit is not None else [])
+    with progress.stage(f"{', '.join(parts)} and proof of the output" if parts else "proof of the output"):
+        after = NOT_EVALUATED
+        if scored != "none":
+            tick = time.perf_counter()
+            after = evaluate(host, model, loaders)
+            timings["evaluate"] += time.perf_counter() - tick
         if audit is not None:
             tick = time.perf_counter()
             audit_after = audit.run(model)
@@ -260,7 +271,7 @@ def write_outputs(config, report, model, meta, forget, train, history, start, ti
         inter = save_forget_set(forget, train, tmp)
         forgotten = inter.read_text(encoding="utf-8")
         ckpt_meta = {**{k: v for k, v in meta.items() if k != "unlearning"},
-                     "test_result": report["utility"]["output"],
+                     "test_result": report["utility"]["output"],      # None with unlearn_evaluate: none
                      "unlearning": {"input_sha256": report["input"]["sha256"],
                                     "request_sha256": report["request"]["sha256"],
                                     "method": report["method"]["name"], "settings": report["method"]["settings"],
@@ -321,8 +332,9 @@ def format_markdown(report):
               "| metric | input | output |", "| --- | ---: | ---: |"]
     for part, label in (("utility", "test"), ("forgetting", "forget set")):
         for metric in METRIC_ORDER:
-            lines.append(f"| {label} {metric} | {_fmt(report[part]['input'][metric])} | "
-                         f"{_fmt(report[part]['output'][metric])} |")
+            cells = [_fmt(None if report[part][side] is None else report[part][side][metric])
+                     for side in ("input", "output")]
+            lines.append(f"| {label} {metric} | {cells[0]} | {cells[1]} |")
     lines += ["", "Test: the held-out pairs the request does not cover; forget set: the forgotten pairs as "
               "ground truth (retained history masked). No retrained model is trained, so there is no target "
               "value here: a retrained model usually still recommends part of the forgotten pairs.", ""]
