@@ -11,12 +11,17 @@ quality the workflow measures without a retrained reference: forget Recall@20 (t
 pairs as ground truth) and test NDCG@20 before and after. The first request of a process also
 pays one-off costs (imports, first allocation), so the report gives medians and p95.
 
+``--evaluate both,none`` sends every request once per ``unlearn_evaluate`` mode (``both``: the
+workflow scores the input and the output model, its default; ``output``; ``none``), one after
+the other on the same original, so the whole-request times of the modes are measured side by
+side; the unlearning figures and the quality columns come from the first mode.
+
 ``--synthetic SIZE`` runs on the SYNTHETIC data set of that size
 (:mod:`recbole_tru.data.builders.synthetic`, generated into ``--data`` when missing); otherwise
 ``--dataset`` / ``--config_files`` as ``run_recbole_tru.py``.
 
 Writes to ``--out`` (default ``benchmarks/results``): ``<name>.json``, ``<name>.csv``
-(``backbone,dataset,kind,request,seconds,request_seconds,n_deleted,stop_reason``), ``<name>.md``
+(``backbone,dataset,kind,request,seconds,request_seconds,n_deleted,stop_reason,evaluate``), ``<name>.md``
 and ``<name>.png`` (seconds per request). Runs in this process with the machine's torch
 threads: time nothing else meanwhile.
 
@@ -83,35 +88,57 @@ def run_backbone(model_name, args, dataset, files, extra, work):
     for kind in args.kinds:
         for r in range(1, args.requests + 1):
             path = write_request(work / f"request-{kind}-{r:02d}.inter", drawer.draw(kind))
-            tick = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):     # the workflow prints its report
-                report = run_recbole_tru(model=model_name, config_file_list=files, config_dict={
-                    **base, "checkpoint": str(original_path), "forget_file": str(path), "unlearn": args.method,
-                    "audit_enabled": False}, read_cmd_line=False)
-            wall = time.perf_counter() - tick
-            row = {"kind": kind, "request": r, "seconds": report["timings"]["unlearn"], "request_seconds": wall,
-                   "timings": report["timings"], "n_deleted": report["deleted"]["interactions"],
-                   "stop_reason": report["method"]["stop_reason"],
-                   "proof_passed": report["proof_of_deletion"]["passed"],
-                   "forget_recall@20": {"input": report["forgetting"]["input"][FORGET_METRIC],
-                                        "output": report["forgetting"]["output"][FORGET_METRIC]},
-                   "test_ndcg@20": {"input": report["utility"]["input"][RETAIN_METRIC],
-                                    "output": report["utility"]["output"][RETAIN_METRIC]}}
-            record["requests"].append(row)
-            print(f"   {kind} request {r}: {row['n_deleted']} interactions, {row['seconds']:.2f} s unlearning, "
-                  f"{wall:.1f} s in all; forget Recall@20 {row['forget_recall@20']['input']:.4f} -> "
-                  f"{row['forget_recall@20']['output']:.4f}; {row['stop_reason']}", flush=True)
-            shutil.rmtree(report["output_dir"], ignore_errors=True)    # checkpoints of a large model add up
+            for mode in args.evaluate:
+                tick = time.perf_counter()
+                with contextlib.redirect_stdout(io.StringIO()):     # the workflow prints its report
+                    report = run_recbole_tru(model=model_name, config_file_list=files, config_dict={
+                        **base, "checkpoint": str(original_path), "forget_file": str(path), "unlearn": args.method,
+                        "audit_enabled": False, "unlearn_evaluate": mode}, read_cmd_line=False)
+                wall = time.perf_counter() - tick
+                row = {"kind": kind, "request": r, "evaluate": mode, "seconds": report["timings"]["unlearn"],
+                       "request_seconds": wall, "timings": report["timings"],
+                       "n_deleted": report["deleted"]["interactions"], "stop_reason": report["method"]["stop_reason"],
+                       "proof_passed": report["proof_of_deletion"]["passed"],
+                       "forget_recall@20": scored(report["forgetting"], FORGET_METRIC),
+                       "test_ndcg@20": scored(report["utility"], RETAIN_METRIC)}
+                record["requests"].append(row)
+                print(f"   {kind} request {r} (evaluate {mode}): {row['n_deleted']} interactions, "
+                      f"{row['seconds']:.2f} s unlearning, {wall:.1f} s in all; forget Recall@20 "
+                      f"{_fmt(row['forget_recall@20']['input'])} -> {_fmt(row['forget_recall@20']['output'])}; "
+                      f"{row['stop_reason']}", flush=True)
+                shutil.rmtree(report["output_dir"], ignore_errors=True)    # checkpoints of a large model add up
     return record
+
+
+def scored(part, metric):
+    """``{input, output}`` of one metric of the workflow report's ``part`` (None where the mode did
+    not score that model)."""
+    return {side: None if part[side] is None else part[side][metric] for side in ("input", "output")}
+
+
+def _fmt(value, digits=4):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def mode_of(row):
+    return row.get("evaluate", "both")          # reports written before --evaluate scored both
+
+
+def _mean_change(rows, metric, sign):
+    changes = [sign * (r[metric]["input"] - r[metric]["output"]) for r in rows
+               if r[metric]["input"] is not None and r[metric]["output"] is not None]
+    return float(np.mean(changes)) if changes else None
 
 
 # --------------------------------------------------------------------------- the report
 
 def summarise(report):
+    modes = report.get("evaluate", ["both"])
     for record in report["backbones"]:
         record["summary"] = {}
         for kind in report["kinds"]:
-            rows = [r for r in record["requests"] if r["kind"] == kind]
+            every = [r for r in record["requests"] if r["kind"] == kind]
+            rows = [r for r in every if mode_of(r) == modes[0]]
             if not rows:
                 continue
             seconds = [r["seconds"] for r in rows]
@@ -119,23 +146,24 @@ def summarise(report):
             record["summary"][kind] = {
                 "requests": len(rows), "median_seconds": statistics.median(seconds), "p95_seconds": percentile(seconds, 95),
                 "max_seconds": max(seconds), "median_request_seconds": statistics.median(whole),
+                "median_request_seconds_by_evaluate": {
+                    mode: statistics.median(r["request_seconds"] for r in every if mode_of(r) == mode) for mode in modes},
                 "median_deleted": statistics.median(r["n_deleted"] for r in rows),
-                "mean_forget_drop": float(np.mean([r["forget_recall@20"]["input"] - r["forget_recall@20"]["output"]
-                                                   for r in rows])),
-                "mean_ndcg_change": float(np.mean([r["test_ndcg@20"]["output"] - r["test_ndcg@20"]["input"]
-                                                   for r in rows])),
-                "proofs_passed": sum(bool(r["proof_passed"]) for r in rows)}
+                "mean_forget_drop": _mean_change(rows, "forget_recall@20", 1),
+                "mean_ndcg_change": _mean_change(rows, "test_ndcg@20", -1),
+                "proofs_passed": sum(bool(r["proof_passed"]) for r in every)}
     return report
 
 
 def csv_text(report):
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["backbone", "dataset", "kind", "request", "seconds", "request_seconds", "n_deleted", "stop_reason"])
+    writer.writerow(["backbone", "dataset", "kind", "request", "seconds", "request_seconds", "n_deleted", "stop_reason",
+                     "evaluate"])
     for record in report["backbones"]:
         for r in record["requests"]:
             writer.writerow([record["model"], record["dataset"], r["kind"], r["request"], f"{r['seconds']:.4f}",
-                             f"{r['request_seconds']:.2f}", r["n_deleted"], r["stop_reason"]])
+                             f"{r['request_seconds']:.2f}", r["n_deleted"], r["stop_reason"], mode_of(r)])
     return buffer.getvalue()
 
 
@@ -152,19 +180,33 @@ def markdown(report):
     for record in report["backbones"]:
         o = record["original"]
         for kind, s in record["summary"].items():
+            drop = "n/a" if s["mean_forget_drop"] is None else f"{s['mean_forget_drop']:+.4f}"
+            change = "n/a" if s["mean_ndcg_change"] is None else f"{s['mean_ndcg_change']:+.5f}"
+            runs = sum(1 for r in record["requests"] if r["kind"] == kind)
             lines.append(f"| {record['model']} | {record['dataset']} | one {kind} | {s['median_deleted']:g} "
                          f"| {s['median_seconds']:.2f} | {s['p95_seconds']:.2f} | {s['max_seconds']:.2f} "
-                         f"| {s['median_request_seconds']:.1f} | {s['mean_forget_drop']:+.4f} "
-                         f"| {s['mean_ndcg_change']:+.5f} | {s['proofs_passed']}/{s['requests']} "
+                         f"| {s['median_request_seconds']:.1f} | {drop} | {change} | {s['proofs_passed']}/{runs} "
                          f"| {o['epochs']}, {o['seconds']:.0f} |")
+    modes = report.get("evaluate", ["both"])
+    if len(modes) > 1:
+        lines += ["", "<!-- table-3 -->",
+                  "| backbone | request | " + " | ".join(f"whole request s, evaluate {m}: median" for m in modes)
+                  + " | ratio |",
+                  "| --- | --- | " + "--- | " * len(modes) + "--- |"]
+        for record in report["backbones"]:
+            for kind, s in record["summary"].items():
+                by = s["median_request_seconds_by_evaluate"]
+                lines.append(f"| {record['model']} | one {kind} | " + " | ".join(f"{by[m]:.1f}" for m in modes)
+                             + f" | {by[modes[0]] / by[modes[-1]]:.1f}x |")
     lines += ["", "<!-- table-2 -->",
-              "| backbone | request | # | deleted | unlearning s | whole s | forget Recall@20 before → after | stop |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| backbone | request | # | evaluate | deleted | unlearning s | whole s | forget Recall@20 before → after "
+              "| stop |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for record in report["backbones"]:
         for r in record["requests"]:
-            lines.append(f"| {record['model']} | one {r['kind']} | {r['request']} | {r['n_deleted']} | {r['seconds']:.2f} "
-                         f"| {r['request_seconds']:.1f} | {r['forget_recall@20']['input']:.4f} → "
-                         f"{r['forget_recall@20']['output']:.4f} | {r['stop_reason']} |")
+            lines.append(f"| {record['model']} | one {r['kind']} | {r['request']} | {mode_of(r)} | {r['n_deleted']} "
+                         f"| {r['seconds']:.2f} | {r['request_seconds']:.1f} | {_fmt(r['forget_recall@20']['input'])} → "
+                         f"{_fmt(r['forget_recall@20']['output'])} | {r['stop_reason']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -203,6 +245,8 @@ def main(argv=None):
     parser.add_argument("--synthetic", default=None, help="a synthetic size (tiny, baby, sports, clothing)")
     parser.add_argument("--data", default=str(HERE / "data"), help="parent folder of the synthetic data sets")
     parser.add_argument("--kinds", default=",".join(KINDS), help="request kinds: user, item, pair, mixed")
+    parser.add_argument("--evaluate", default="both",
+                        help="comma list of unlearn_evaluate modes (both, output, none), each request sent once per mode")
     args = parser.parse_args(argv)
     out = Path(args.out)
     report = rendered(args, summarise, write_outputs)
@@ -212,6 +256,9 @@ def main(argv=None):
     unknown = sorted(set(args.kinds) - {"user", "item", "pair", "mixed"})
     if unknown or args.requests < 1:
         raise SystemExit(f"--kinds takes user, item, pair, mixed (got {unknown}); --requests must be >= 1")
+    args.evaluate = [m for m in args.evaluate.split(",") if m]
+    if not args.evaluate or set(args.evaluate) - {"both", "output", "none"} or len(set(args.evaluate)) < len(args.evaluate):
+        raise SystemExit(f"--evaluate takes distinct modes out of both, output, none (got {args.evaluate})")
     extra = json.loads(args.config)
     if args.synthetic:
         dataset, files, data_extra = synthetic_options(args.synthetic, args.data)
@@ -230,7 +277,8 @@ def main(argv=None):
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
                          f"({torch.get_num_threads()} threads)",
               "environment": environment(), "wall_seconds": time.perf_counter() - start, "requests": args.requests,
-              "kinds": args.kinds, "method": args.method, "seed": args.seed, "config": extra, "backbones": backbones}
+              "kinds": args.kinds, "evaluate": args.evaluate, "method": args.method, "seed": args.seed, "config": extra,
+              "backbones": backbones}
     return publish(report, out, args.name, summarise, write_outputs, markdown)
 
 

@@ -183,12 +183,34 @@ def test_latency_benchmark_independent_single_requests(tiny, tmp_path):
     with open(out / "latency.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert list(table[0]) == ["backbone", "dataset", "kind", "request", "seconds", "request_seconds", "n_deleted",
-                              "stop_reason"]
+                              "stop_reason", "evaluate"]
     assert [int(t["n_deleted"]) for t in table] == [r["n_deleted"] for r in rows]
     assert (out / "latency.png").stat().st_size > 0 and "| VBPR |" in (out / "latency.md").read_text()
     assert module.main(["--render", "--out", str(out)])["backbones"][0]["summary"] == record["summary"]
     with pytest.raises(SystemExit, match="--kinds"):
         module.main(["--kinds", "users", *tiny])
+
+
+def test_latency_benchmark_sends_each_request_once_per_evaluate_mode(tiny, tmp_path):
+    """--evaluate both,none: the same request twice on the same original, side by side; the mode
+    without evaluation deletes the same pairs, has no quality figures, and its whole-request
+    median is the median of its own rows."""
+    module = load("latency")
+    out = tmp_path / "r"
+    report = module.main(["--models", "VBPR", "--requests", "1", "--kinds", "user", "--evaluate", "both,none",
+                          "--out", str(out), *tiny])
+    (record,) = report["backbones"]
+    both, none = record["requests"]
+    assert (both["evaluate"], none["evaluate"]) == ("both", "none") and both["n_deleted"] == none["n_deleted"]
+    assert both["forget_recall@20"]["input"] is not None
+    assert none["forget_recall@20"] == {"input": None, "output": None} and none["test_ndcg@20"]["output"] is None
+    summary = record["summary"]["user"]
+    assert summary["median_request_seconds_by_evaluate"] == {"both": both["request_seconds"],
+                                                             "none": none["request_seconds"]}
+    assert summary["median_seconds"] == both["seconds"] and summary["proofs_passed"] == 2
+    assert "whole request s, evaluate none: median" in (out / "latency.md").read_text()
+    with pytest.raises(SystemExit, match="--evaluate"):
+        module.main(["--evaluate", "both,never", *tiny])
 
 
 def test_merge_runs_adds_figures_only_where_the_runs_agree():
