@@ -187,6 +187,15 @@ def markdown(report):
                          f"| {s['median_seconds']:.2f} | {s['p95_seconds']:.2f} | {s['max_seconds']:.2f} "
                          f"| {s['median_request_seconds']:.1f} | {drop} | {change} | {s['proofs_passed']}/{runs} "
                          f"| {o['epochs']}, {o['seconds']:.0f} |")
+    lines += ["", "<!-- table-2 -->",
+              "| backbone | request | # | evaluate | deleted | unlearning s | whole s | forget Recall@20 before → after "
+              "| stop |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for record in report["backbones"]:
+        for r in record["requests"]:
+            lines.append(f"| {record['model']} | one {r['kind']} | {r['request']} | {mode_of(r)} | {r['n_deleted']} "
+                         f"| {r['seconds']:.2f} | {r['request_seconds']:.1f} | {_fmt(r['forget_recall@20']['input'])} → "
+                         f"{_fmt(r['forget_recall@20']['output'])} | {r['stop_reason']} |")
     modes = report.get("evaluate", ["both"])
     if len(modes) > 1:
         lines += ["", "<!-- table-3 -->",
@@ -198,15 +207,6 @@ def markdown(report):
                 by = s["median_request_seconds_by_evaluate"]
                 lines.append(f"| {record['model']} | one {kind} | " + " | ".join(f"{by[m]:.1f}" for m in modes)
                              + f" | {by[modes[0]] / by[modes[-1]]:.1f}x |")
-    lines += ["", "<!-- table-2 -->",
-              "| backbone | request | # | evaluate | deleted | unlearning s | whole s | forget Recall@20 before → after "
-              "| stop |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for record in report["backbones"]:
-        for r in record["requests"]:
-            lines.append(f"| {record['model']} | one {r['kind']} | {r['request']} | {mode_of(r)} | {r['n_deleted']} "
-                         f"| {r['seconds']:.2f} | {r['request_seconds']:.1f} | {_fmt(r['forget_recall@20']['input'])} → "
-                         f"{_fmt(r['forget_recall@20']['output'])} | {r['stop_reason']} |")
     return "\n".join(lines) + "\n"
 
 
