@@ -54,6 +54,7 @@ from recbole_tru.serving import load_checkpoint  # noqa: E402
 from recbole_tru.training import quiet_logging  # noqa: E402
 
 from stream import RequestDrawer, percentile, publish, rendered, request_parser, write_request  # noqa: E402
+from unlearning_report import fmt  # noqa: E402
 
 KINDS = ("user", "item")
 FORGET_METRIC, RETAIN_METRIC = "recall@20", "ndcg@20"
@@ -104,7 +105,7 @@ def run_backbone(model_name, args, dataset, files, extra, work):
                 record["requests"].append(row)
                 print(f"   {kind} request {r} (evaluate {mode}): {row['n_deleted']} interactions, "
                       f"{row['seconds']:.2f} s unlearning, {wall:.1f} s in all; forget Recall@20 "
-                      f"{_fmt(row['forget_recall@20']['input'])} -> {_fmt(row['forget_recall@20']['output'])}; "
+                      f"{fmt(row['forget_recall@20']['input'])} -> {fmt(row['forget_recall@20']['output'])}; "
                       f"{row['stop_reason']}", flush=True)
                 shutil.rmtree(report["output_dir"], ignore_errors=True)    # checkpoints of a large model add up
     return record
@@ -114,10 +115,6 @@ def scored(part, metric):
     """``{input, output}`` of one metric of the workflow report's ``part`` (None where the mode did
     not score that model)."""
     return {side: None if part[side] is None else part[side][metric] for side in ("input", "output")}
-
-
-def _fmt(value, digits=4):
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def mode_of(row):
@@ -194,8 +191,8 @@ def markdown(report):
     for record in report["backbones"]:
         for r in record["requests"]:
             lines.append(f"| {record['model']} | one {r['kind']} | {r['request']} | {mode_of(r)} | {r['n_deleted']} "
-                         f"| {r['seconds']:.2f} | {r['request_seconds']:.1f} | {_fmt(r['forget_recall@20']['input'])} → "
-                         f"{_fmt(r['forget_recall@20']['output'])} | {r['stop_reason']} |")
+                         f"| {r['seconds']:.2f} | {r['request_seconds']:.1f} | {fmt(r['forget_recall@20']['input'])} → "
+                         f"{fmt(r['forget_recall@20']['output'])} | {r['stop_reason']} |")
     modes = report.get("evaluate", ["both"])
     if len(modes) > 1:
         lines += ["", "<!-- table-3 -->",
