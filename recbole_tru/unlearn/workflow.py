@@ -179,8 +179,9 @@ def run_request(config, dataset, train_data, valid_data, test_data, methods):
     logger.info(set_color("forget set", "yellow") + f": {forget.stats()}")
 
     scored = config["unlearn_evaluate"]              # both | output | none
-    host, loaders, before = Trainer(config, original), None, NOT_EVALUATED
+    host, loaders, before = None, None, NOT_EVALUATED
     if scored != "none":
+        host = Trainer(config, original)
         loaders = {"retain": data.eval_loader("test"), "forget": data.eval_loader("forget")}
     timings["evaluate"] = 0.0
     if scored == "both":
