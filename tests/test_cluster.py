@@ -13,13 +13,17 @@ from recbole_tru.cluster import cluster_nodes, local_cluster, parallel_map, prob
 from recbole_tru.config import PACKAGE_ROOT
 
 
+# what local_cluster raises when a cluster cannot start on this machine
+CANNOT_START = (OSError, RuntimeError, TimeoutError)
+
+
 def start_or_skip(**kwargs):
     """Enter ``local_cluster(**kwargs)``; returns ``(context, address)``. A cluster that cannot
     start skips the test on a developer's machine and fails it under CI."""
     context = local_cluster(**kwargs)
     try:
         return context, context.__enter__()
-    except (OSError, RuntimeError, TimeoutError) as err:
+    except CANNOT_START as err:
         if in_ci():
             raise
         pytest.skip(f"a local Ray cluster cannot start here ({type(err).__name__}: {err})")
@@ -68,7 +72,7 @@ def test_a_process_that_ran_a_local_ray_drives_the_cluster(tmp_path):
             "context = local_cluster(nodes=2, cpus_per_node=1)\n"
             "try:\n"
             "    address = context.__enter__()\n"
-            "except (OSError, RuntimeError, TimeoutError) as err:\n"
+            f"except ({', '.join(e.__name__ for e in CANNOT_START)}) as err:\n"
             "    print(type(err).__name__, err, file=sys.stderr); sys.exit(3)\n"
             "try:\n"
             "    ran = parallel_map(probe, None, [1.0] * 4, address=address)\n"
