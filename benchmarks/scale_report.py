@@ -3,11 +3,13 @@ plots (``scale<tag>_train.png``, ``scale<tag>_unlearn.png``), each written whole
 import json
 from pathlib import Path
 
-from recbole_tru.files import atomic_write, write_text
+from recbole_tru.files import save_png, write_text
+from unlearning_report import fmt as _fmt
 
 
 def fmt(x, digits=2):
-    return "n/a" if x is None else f"{x:.{digits}f}"
+    """:func:`unlearning_report.fmt` with this report's default of 2 digits (seconds)."""
+    return _fmt(x, digits)
 
 
 def markdown(report):
@@ -137,8 +139,8 @@ def _pyplot():
     return plt
 
 
-def plot_train(report, path):
-    """Seconds per training epoch and peak memory vs data size (``report["train"]``)."""
+def plot_train(report):
+    """Seconds per training epoch and peak memory vs data size (``report["train"]``): the figure."""
     plt = _pyplot()
     models = list(dict.fromkeys(r["model"] for r in report["train"]))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -154,12 +156,11 @@ def plot_train(report, path):
     axes[0].legend()
     fig.suptitle("Training cost on SYNTHETIC data at Amazon sizes")
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    return fig
 
 
-def plot_unlearn(report, path):
-    """Unlearning seconds vs data size and vs forget-set size (``report["unlearn"]``)."""
+def plot_unlearn(report):
+    """Unlearning seconds vs data size and vs forget-set size (``report["unlearn"]``): the figure."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     styles = {"retrain": "k", "tru": "tab:green", "reverse": "tab:red", "finetune": "tab:blue", "sisa": "tab:purple"}
@@ -206,8 +207,7 @@ def plot_unlearn(report, path):
     axes[1].legend(fontsize=6, ncol=2)
     fig.suptitle("Unlearning time on SYNTHETIC data (retrain: same stopping rule as the original)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    return fig
 
 
 def write_report(report, out, tag="", data=True):
@@ -218,8 +218,9 @@ def write_report(report, out, tag="", data=True):
     if data:
         write_text(out / f"{stem}.json", json.dumps(report, indent=1, default=float), replace=True)
     write_text(out / f"{stem}.md", text, replace=True)
-    if report["train"]:
-        atomic_write(out / f"{stem}_train.png", lambda p: plot_train(report, p), replace=True)
-    if report["unlearn"]:
-        atomic_write(out / f"{stem}_unlearn.png", lambda p: plot_unlearn(report, p), replace=True)
+    for part, plot in (("train", plot_train), ("unlearn", plot_unlearn)):
+        if report[part]:
+            fig = plot(report)
+            save_png(fig, out / f"{stem}_{part}.png")
+            _pyplot().close(fig)
     print(text)

@@ -32,13 +32,15 @@ from pathlib import Path
 import psutil
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]     # the repository root, and this folder's sibling modules
 
 from recbole_tru.config import PACKAGE_ROOT, Config  # noqa: E402
 from recbole_tru.files import atomic_write, write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.tune.report import plot_pareto, read_csv  # noqa: E402
 from recbole_tru.tune.sweep import run_sweep  # noqa: E402
+from unlearning_report import fmt  # noqa: E402
 
 METHODS = ("tru", "reverse")
 
@@ -93,10 +95,6 @@ def sweep(model, dataset, method, runs, extra, judge=True, **settings):
 def copy(src, dst):
     """``src`` copied to ``dst`` whole (replacing the last run's)."""
     atomic_write(dst, lambda p: shutil.copyfile(src, p), replace=True)
-
-
-def fmt(x, digits=4):
-    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def markdown(report):
