@@ -50,6 +50,8 @@ POSITIVE = (lambda v: _number(v) and v > 0), "a number > 0"
 NON_NEGATIVE = (lambda v: _number(v) and v >= 0), "a number >= 0"
 COUNT = (lambda v: _integer(v) and v > 0), "an integer > 0"
 COUNT_OR_ZERO = (lambda v: _integer(v) and v >= 0), "an integer >= 0"
+POSITIVE_OR_TRAINING = ((lambda v: v is None or (_number(v) and v > 0)),
+                        "a number > 0, or ~ (the model's training learning_rate)")
 VALUE_RULES = {
     "forget_share": SHARE, "forget_regime": _one_of(*REGIMES), "forget_user_mode": _one_of(*USER_MODES),
     "forget_unknown": _one_of("error", "skip"), "unlearn_chain_targets": _one_of("new", "all"),
@@ -57,7 +59,7 @@ VALUE_RULES = {
     "tru_budget": UNIT, "tru_alpha_min": UNIT, "tru_stop": _one_of("guarded", "epochs"),
     "tru_stop_metric": _one_of("ks", "recall", "auc"), "tru_item_stop_metric": _one_of("ks", "recall", "auc"), "tru_reference": _one_of("live", "frozen"),
     "tru_match": _one_of("pooled", "user"), "tru_temperature": POSITIVE, "tru_stop_delta": NON_NEGATIVE,
-    "tru_repair_budget": POSITIVE, "tru_rank_sample": COUNT_OR_ZERO,
+    "tru_repair_budget": POSITIVE, "tru_rank_sample": COUNT_OR_ZERO, "tru_repair_learning_rate": POSITIVE_OR_TRAINING,
     "audit_shadow_share": SHARE, "audit_user_holdout": SHARE, "audit_unseen_ratio": NON_NEGATIVE,
     "audit_user_classifier": _one_of("logistic", "mlp"),
     **{key: COUNT for key in ("tru_budget_batches", "tru_reference_size", "tru_cold_items", "tru_check_steps",

@@ -391,7 +391,13 @@ class TRUTrainer(UnlearnTrainer):
         dense = set(self.capacity.dense(self.model))
         self._freeze({n for n in self.params if n not in dense or self.option("repair_dense")})
         params = [p for p in self.params.values() if p.requires_grad]
-        self.optimizer = RowAdam(params, lr=float(self.option("repair_learning_rate")))
+        self.optimizer = RowAdam(params, lr=self.repair_learning_rate())
+
+    def repair_learning_rate(self):
+        """``tru_repair_learning_rate``, or (``~``) the backbone's own training ``learning_rate``:
+        the repair is BPR on retained data, the objective that rate was chosen for."""
+        lr = self.option("repair_learning_rate")
+        return float(self.config["learning_rate"] if lr is None else lr)
 
     def repair_rows(self):
         """``tru_repair_budget × |D_f|`` retained rows sampled from the neighbourhood of the
