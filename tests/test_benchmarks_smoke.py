@@ -236,6 +236,31 @@ def test_merge_runs_adds_figures_only_where_the_runs_agree():
         module.merge(run(), differs, metrics=["mia_lr_distance"])
 
 
+def test_compare_runs_pairs_a_changed_method_request_by_request(tmp_path):
+    """``compare_runs.py --paired``: new − old per request (same original and forget seed only),
+    its mean and t-interval, and the requests where the new run is better, by hand."""
+    module = load("compare_runs")
+
+    def run(gaps, ratios):
+        return {"cells": [{"model": "VBPR", "regime": "interaction", "requests": [
+            {"original": 0, "forget_seed": seed, "methods": {"tru": {"retain_gap": g, "retain_ratio": r}}}
+            for seed, g, r in zip((1, 2, 3), gaps, ratios)]}]}
+
+    old, new = run([0.02, 0.03, 0.01], [0.90, 0.95, 1.0]), run([0.01, 0.02, 0.02], [0.95, 0.95, 0.9])
+    new["cells"][0]["requests"].append({"original": 0, "forget_seed": 9, "methods": {"tru": {"retain_gap": 5.0}}})
+    rows = {row[2]: row for row in module.paired(old, new, "tru")}
+    _, _, _, n, before, after, ci, better = rows["retain_gap"]
+    assert n == 3 and before == pytest.approx(0.02) and after == pytest.approx(0.05 / 3)
+    assert ci["mean"] == pytest.approx(-0.01 / 3) and better == 2          # diffs -0.01, -0.01, +0.01
+    assert rows["retain_ratio"][7] == 1                                     # larger is better: +0.05, 0, -0.1
+    paths = [tmp_path / f"{name}.json" for name in ("old", "new")]
+    for path, report in zip(paths, (old, new)):
+        path.write_text(json.dumps(report))
+    module.main([str(paths[0]), str(paths[1]), "--paired", "tru", "--out", str(tmp_path / "diff.md")])
+    text = (tmp_path / "diff.md").read_text()
+    assert "| VBPR | interaction | retain_gap | 3 | 0.0200 | 0.0167 | -0.0033 [" in text and "| 2/3 | no |" in text
+
+
 def test_merge_runs_replaces_a_changed_method_where_the_reference_agrees():
     module = load("merge_runs")
 
