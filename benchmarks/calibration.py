@@ -31,7 +31,7 @@ VARIANTS = {
                                                  "tru_stop_delta": 0.05, "tru_match": "pooled"},
     "recall stop (δ .01), lr .003, pooled matching": {"tru_match": "pooled", "tru_item_stop_metric": "recall"},
     "recall stop, per-user matching": {"tru_item_stop_metric": "recall"},
-    "default (+ deleted items' pairs stop on rank AUC)": {},
+    "default (+ deleted items' pairs stop on rank AUC)": {},      # since 2026-12-06: items' rows routed, repair at the training lr
     "default, frozen reference": {"tru_reference": "frozen"},
     "default, no repair": {"tru_repair_epochs": 0},
     "reverse (default E=5)": {"method": "reverse"},
@@ -39,10 +39,18 @@ VARIANTS = {
     "rank-AUC stop (δ .05)": {"tru_stop_metric": "auc", "tru_stop_delta": 0.05},
     "two-sided gate": {"tru_gate_two_sided": True},
     "two-sided gate + rank-AUC stop (δ .02)": {"tru_gate_two_sided": True, "tru_stop_metric": "auc", "tru_stop_delta": 0.02},
-    "item rows routed too": {"tru_route_items": True},
+    "item rows routed too": {"tru_route_items": True},             # the default since 2026-12-06
+    "items' rows not routed": {"tru_route_items": False},
     "repair 4 epochs": {"tru_repair_epochs": 4},
     "isolation off (routing + mask)": {"tru_route": False, "tru_isolate": False},
     "learning rate .001": {"tru_learning_rate": 0.001},
+    "repair at the training learning rate": {"tru_repair_learning_rate": None},   # the default since 2026-12-06
+    "repair at the training learning rate, 1 epoch": {"tru_repair_learning_rate": None, "tru_repair_epochs": 1},
+    "repair at the training learning rate + item rows routed": {"tru_repair_learning_rate": None,
+                                                               "tru_route_items": True},
+    "repair lr .001": {"tru_repair_learning_rate": 0.001},
+    "before 2026-12-06 (items' rows not routed, repair lr .001)": {"tru_route_items": False,
+                                                                   "tru_repair_learning_rate": 0.001},
 }
 DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"
 

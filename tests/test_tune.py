@@ -191,7 +191,9 @@ tune_grace_period: 1
     for r in rows:
         assert 0.001 <= float(r["tru_learning_rate"]) <= 0.01 and r["tru_epochs"] in ("1", "2")
         assert float(r["objective"]) == pytest.approx(float(r["valid_ndcg@20"]) - float(r["forget_gap"]), abs=1e-9)
-        assert int(r["reports"]) >= 2                             # per-epoch reports, then the final one
+        # per-epoch reports, then the final one; ASHA (grace period 1) may stop a trailing trial
+        # after its first report
+        assert int(r["reports"]) >= (2 if r["status"] == "finished" else 1), r
     best = select_best(rows)
     # best.yaml: only the sweep's keys, accepted by Config as --config_files
     assert set(yaml.safe_load((out / "best.yaml").read_text())) == {"tru_learning_rate", "tru_epochs", "tru_repair_epochs"}

@@ -400,7 +400,8 @@ def _grad_rows(param, offset, n):
 @pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
 @pytest.mark.parametrize("isolate", [True, False])
 def test_routed_forget_gradient_reaches_only_affected_user_rows(trained, name, isolate):
-    model, trainer = _forget_grads(trained, name, tru_route=True, tru_isolate=isolate, tru_update_dense=True)
+    model, trainer = _forget_grads(trained, name, tru_route=True, tru_isolate=isolate, tru_update_dense=True,
+                                   tru_route_items=False)
     cap = describe(model)
     params = dict(model.named_parameters())
     n_users, n_items = trainer.data.n_users, trainer.data.n_items
@@ -421,6 +422,27 @@ def test_routed_forget_gradient_reaches_only_affected_user_rows(trained, name, i
         assert not g[outside].any(), table
         moved += int(g[affected].abs().sum(1).gt(0).sum())
     assert moved > 0
+
+
+@pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
+def test_routed_items_forget_gradient_reaches_the_forgotten_items_id_rows_only(trained, name):
+    """``tru_route_items`` (the default): the forget gradient also reaches the ID rows of the
+    items the partially deleted users forget, and no other item row, dense layer or content branch."""
+    model, trainer = _forget_grads(trained, name, tru_route=True, tru_route_items=True)
+    params = dict(model.named_parameters())
+    cap = describe(model)
+    f, n_items = trainer.data.forget, trainer.data.n_items
+    forgotten = np.unique(f.items[trainer.partial_pair])
+    others = np.setdiff1d(np.arange(n_items), forgotten)
+    moved = 0
+    for table, offset in cap.item_id_tables:
+        g = _grad_rows(params[table], offset, n_items)
+        assert g is not None, table
+        assert not g[others].any(), f"{table}: a row outside the forgotten items moved"
+        moved += int(g[forgotten].reshape(len(forgotten), -1).abs().sum(1).gt(0).sum())
+    assert moved > 0
+    for dense in cap.dense(model):
+        assert params[dense].grad is None or not params[dense].grad.any(), dense
 
 
 @pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
@@ -453,8 +475,10 @@ def _masked_cos(model, trainer, forget_batch, retain_batch, branch):
 @pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
 def test_branch_cosine_and_alpha_after_one_refresh(trained, name):
     base = trained(name)
+    # the cosine by hand over the affected users' rows: the push not routed to item rows here
     config, data, model, trainer = base.setup(forget_regime="interaction", forget_share=0.1, tru_gate=False,
-                                              tru_stop="epochs", tru_scaling=True, tru_scale_refresh=1)
+                                              tru_stop="epochs", tru_scaling=True, tru_scale_refresh=1,
+                                              tru_route_items=False)
     start_targeted(trainer)
     forget_batch = next(iter(trainer.train_loader()))
     retain_batch = next(trainer._retain)
@@ -580,13 +604,16 @@ def test_targeted_update_moves_only_the_isolation_mask(trained, tmp_path, name, 
     after = state(model)
     cap = describe(model)
     partial_users = np.setdiff1d(f.users, f.deleted_users)
-    # what the spec lets the targeted update move: rows of partially deleted users, and the ID
-    # rows that deleted items own; never a dense layer, another item's rows or a deleted user's
+    # what the spec lets the targeted update move: rows of partially deleted users, the ID rows
+    # that deleted items own and (tru_route_items) the ID rows of the items those users forget;
+    # never a dense layer, another item's rows or a deleted user's
     allowed = {name_: torch.zeros(value.shape[0], dtype=torch.bool) for name_, value in after.items()}
     for table, offset in cap.user_tables:
         allowed[table][offset + partial_users] = True
+    routed_items = np.unique(np.concatenate([f.deleted_items, f.items[trainer.partial_pair]]))   # tru_route_items
+    assert config["tru_route_items"]
     for table, offset in cap.item_id_tables:
-        allowed[table][offset + f.deleted_items] = True
+        allowed[table][offset + routed_items] = True
     assert set(trainer.routed_rows) >= {n for n, _ in cap.user_tables}
     for name_, mask in trainer.routed_rows.items():
         routed = mask.reshape(-1).bool()
@@ -697,6 +724,19 @@ def test_every_method_changes_the_model(trained, name, method):
     assert trainer.seconds > 0
     if method != "retrain":
         assert len(trainer.log) >= 1 and all(math.isfinite(r["loss"]) for r in trainer.log)
+
+
+@pytest.mark.parametrize("setting, expected", [(None, "training"), (0.02, 0.02)])
+def test_repair_steps_at_the_training_learning_rate_unless_set(trained, setting, expected):
+    """``tru_repair_learning_rate: ~`` (the default) repairs at the backbone's own ``learning_rate``;
+    a number sets it."""
+    base = trained("VBPR")
+    config, _, _, trainer = base.setup(forget_regime="interaction", learning_rate=0.0037,
+                                       tru_repair_learning_rate=setting)
+    trainer._start_repair()
+    lr = 0.0037 if expected == "training" else expected
+    assert trainer.repair_learning_rate() == lr
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [lr] * len(trainer.optimizer.param_groups)
 
 
 def test_no_repair_when_the_guarded_stop_returns_the_unedited_state(trained):
