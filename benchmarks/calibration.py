@@ -51,6 +51,8 @@ VARIANTS = {
     "repair lr .001": {"tru_repair_learning_rate": 0.001},
     "before 2026-12-06 (items' rows not routed, repair lr .001)": {"tru_route_items": False,
                                                                    "tru_repair_learning_rate": 0.001},
+    "gate off": {"tru_gate": False},
+    "modality scaling off": {"tru_scaling": False},
 }
 DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"
 
