@@ -6,7 +6,8 @@ Three coordinated interventions, then a repair, each switched by its own config 
 1. **Capacity-aware layer isolation** (``tru_reset``, ``tru_route``, ``tru_isolate``,
    ``tru_budget``): capacity the deleted data owns (rows of users left with no interaction, ID
    rows of items left with none) is reset to its never-trained state; the forget gradient is
-   routed to the affected users' rows, and only that isolation mask (optionally only the
+   routed to the affected users' rows (and, ``tru_route_items``, the ID rows of the items they
+   forget), and only that isolation mask (optionally only the
    ``tru_budget`` most forget/retain-sensitive share) moves during the targeted update.
 2. **Ranking fusion gate** (``tru_gate``, ``tru_stop``): every ``tru_check_steps`` steps the
    forget pairs and a reference of never-trained pairs are ranked under the current model
@@ -21,7 +22,7 @@ Three coordinated interventions, then a repair, each switched by its own config 
    tru_alpha_min, 1)``, re-measured every ``tru_scale_refresh`` steps on the masked rows.
 
 Repair (``tru_repair_epochs``): BPR on ``tru_repair_budget × |D_f|`` retained interactions
-around the update, dense shared layers frozen unless ``tru_repair_dense``; when the stop returns
+around the update, at ``tru_repair_learning_rate`` (``~``: the backbone's ``learning_rate``), dense shared layers frozen unless ``tru_repair_dense``; when the stop returns
 the state before any targeted step, it covers the reset items' pairs only, or nothing. Both
 update phases step with :class:`~recbole_tru.unlearn.optim.RowAdam`, so a step costs what the
 request moves, not the tables.
@@ -171,8 +172,9 @@ class TRUTrainer(UnlearnTrainer):
     # ------------------------------------------------------------------ isolation: masks
     def _routes(self):
         """Where each group's forget gradient goes: ``[(pair mask, {param: row mask})]``.
-        Partially deleted users' pairs -> those users' rows (the budget-selected ones); pairs
-        of deleted items -> the items' own ID rows (capacity they own)."""
+        Partially deleted users' pairs -> those users' rows (the budget-selected ones) and,
+        with ``tru_route_items``, the ID rows of the items they forget; pairs of deleted items ->
+        the items' own ID rows (capacity they own)."""
         def masks(tables, ids):
             out = {}
             for name, offset in tables:
