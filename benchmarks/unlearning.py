@@ -29,6 +29,7 @@ tables) and ``unlearning_tradeoff.png`` (mean curves with 95 % bands).
     python benchmarks/unlearning.py --train-seeds 3        # + original-model variance (interaction cells)
     python benchmarks/unlearning.py --dataset mydata --config_files mydata.yaml --models VBPR
     python benchmarks/unlearning.py --render               # rewrite .md/.csv/.png from the JSON
+    python benchmarks/unlearning.py --first-request 5      # 5 other requests (forget seeds 2029-2033)
 
 This file is the command line and the job pool; ``unlearning_jobs.py`` holds the study's design
 and what one job runs, ``unlearning_report.py`` the aggregation and the files.
@@ -107,6 +108,12 @@ def grid_parser(doc):
     return parser
 
 
+def forget_seeds(args):
+    """The requests of every cell: ``FORGET_SEEDS[first : first + requests]`` (``--first-request``
+    skips the README's requests, to judge a change on requests it was not chosen by)."""
+    return FORGET_SEEDS[args.first_request:args.first_request + args.requests]
+
+
 def build_jobs(args, runs, extra, config_files):
     models, regimes = args.models.split(","), args.regimes.split(",")
     methods = tuple(m for m in METHODS if m in args.methods.split(",")) if args.methods else METHODS
@@ -126,7 +133,7 @@ def build_jobs(args, runs, extra, config_files):
             originals += [{**common, "model": model, "regime": regime, "original": k, "methods": methods if k == 0 else
                            tuple(m for m in methods if m != "sisa")} for regime in groups.values()]
             for regime in cell_regimes:
-                for forget_seed in FORGET_SEEDS[:args.requests]:
+                for forget_seed in forget_seeds(args):
                     requests.append({**common, "model": model, "regime": regime, "original": k,
                                      "forget_seed": forget_seed,
                                      # the variance study runs the methods that start from the original
@@ -137,19 +144,26 @@ def build_jobs(args, runs, extra, config_files):
     return originals, requests
 
 
+def parser():
+    p = grid_parser(__doc__)
+    p.add_argument("--requests", type=int, default=5, help=f"requests per cell (at most {len(FORGET_SEEDS)})")
+    p.add_argument("--first-request", type=int, default=0,
+                   help="index of the first forget seed in FORGET_SEEDS (5: seeds 2029-2033, requests the "
+                        "README's results never saw)")
+    p.add_argument("--train-seeds", type=int, default=1,
+                   help="originals per backbone for the variance study (1 = none; at most 5)")
+    p.add_argument("--variance-cells", default="interaction", help="regimes of the variance study")
+    p.add_argument("--methods", default=None, help=f"comma list out of {','.join(METHODS)} (default: all)")
+    p.add_argument("--workers", type=int, default=2, help="parallel processes (1 = this process)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--no-ablation", action="store_true")
+    p.add_argument("--render", action="store_true",
+                   help="rewrite the .md, .csv and .png from <out>/unlearning.json (aggregates recomputed)")
+    return p
+
+
 def main(argv=None):
-    parser = grid_parser(__doc__)
-    parser.add_argument("--requests", type=int, default=5, help=f"requests per cell (at most {len(FORGET_SEEDS)})")
-    parser.add_argument("--train-seeds", type=int, default=1,
-                        help="originals per backbone for the variance study (1 = none; at most 5)")
-    parser.add_argument("--variance-cells", default="interaction", help="regimes of the variance study")
-    parser.add_argument("--methods", default=None, help=f"comma list out of {','.join(METHODS)} (default: all)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel processes (1 = this process)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    parser.add_argument("--no-ablation", action="store_true")
-    parser.add_argument("--render", action="store_true",
-                        help="rewrite the .md, .csv and .png from <out>/unlearning.json (aggregates recomputed)")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     out = Path(args.out)
     if args.render:
         report = summarise(json.loads((out / "unlearning.json").read_text()))
@@ -157,6 +171,9 @@ def main(argv=None):
         return report
     if not 1 <= args.requests <= len(FORGET_SEEDS) or not 1 <= args.train_seeds <= len(TRAIN_SEEDS):
         raise SystemExit(f"--requests must be in 1..{len(FORGET_SEEDS)} and --train-seeds in 1..{len(TRAIN_SEEDS)}")
+    if not 0 <= args.first_request <= len(FORGET_SEEDS) - args.requests:
+        raise SystemExit(f"--first-request + --requests must stay within the {len(FORGET_SEEDS)} forget seeds "
+                         f"{FORGET_SEEDS}, got {args.first_request} + {args.requests}")
     config_files = args.config_files.split() if args.config_files else None
     runs = out / f"runs-{time.strftime('%Y%m%d-%H%M%S')}"   # fresh cache: retraining is timed in this run
     extra = json.loads(args.config)
@@ -169,7 +186,7 @@ def main(argv=None):
     wall = time.perf_counter() - start
     report = {"command": " ".join(["python benchmarks/unlearning.py"] + (argv if argv is not None else sys.argv[1:])),
               "environment": {**environment(), "workers": args.workers, "threads_per_worker": args.threads},
-              "wall_seconds": wall, "requests": args.requests, "forget_seeds": list(FORGET_SEEDS[:args.requests]),
+              "wall_seconds": wall, "requests": args.requests, "forget_seeds": list(forget_seeds(args)),
               "originals_model_seeds": list(TRAIN_SEEDS[:args.train_seeds]), "confidence": 0.95,
               "ci_method": "Student-t interval of the mean over requests",
               "paired_test": "exact two-sided sign test; paired mean difference with its t-interval",

@@ -182,7 +182,7 @@ def headline(report):
 def markdown(report):
     n = report["requests"]
     lines = headline(report) + ["", f"Every method, mean ± 95 % t-interval half-width over {n} requests per cell "
-                                f"(forget seeds {', '.join(map(str, FORGET_SEEDS[:n]))}), one original per backbone.", "",
+                                f"(forget seeds {', '.join(map(str, report.get('forget_seeds') or FORGET_SEEDS[:n]))}), one original per backbone.", "",
              "| backbone | regime | method | forget gap | retain gap | test NDCG@20 / retrain's | MIA distance | "
              "top-20 overlap | seconds | x faster than retrain |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

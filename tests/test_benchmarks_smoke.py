@@ -77,6 +77,19 @@ def test_unlearning_benchmark_repeated_requests(tiny, tmp_path):
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]        # written whole, no leftovers
 
 
+def test_unlearning_benchmark_can_judge_requests_the_readme_never_saw(tmp_path):
+    """--first-request K: every cell's requests are FORGET_SEEDS[K:K+N] (5 -> 2029...), and a
+    range past the seeds is refused, naming both options."""
+    module = load("unlearning")
+    args = module.parser().parse_args(["--models", "VBPR", "--regimes", "interaction,item", "--first-request", "5",
+                                       "--requests", "2"])
+    _, requests = module.build_jobs(args, tmp_path, {}, None)
+    assert sorted({job["forget_seed"] for job in requests}) == [2029, 2030] == list(module.FORGET_SEEDS[5:7])
+    assert len(requests) == 4
+    with pytest.raises(SystemExit, match=r"--first-request \+ --requests must stay within"):
+        module.main(["--first-request", "9", "--requests", "2", "--out", str(tmp_path)])
+
+
 def test_calibration_benchmark(tiny, tmp_path):
     module = load("calibration")
     report = module.main(["--models", "VBPR", "--regimes", "user", "--out", str(tmp_path / "r"), *tiny])
