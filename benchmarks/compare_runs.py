@@ -83,10 +83,10 @@ def paired(old, new, method):
             values = [(b[metric], a[metric]) for b, a in pairs if b.get(metric) is not None and a.get(metric) is not None]
             if not values:
                 continue
-            diffs = [a - b for b, a in values]
-            better = sum((d > 0) if larger_is_better else (d < 0) for d in diffs)
-            rows.append((cell['model'], cell['regime'], metric, len(values), sum(b for b, _ in values) / len(values),
-                         sum(a for _, a in values) / len(values), stats.t_interval(diffs), better))
+            old, new = zip(*values)
+            p = stats.paired(new, old, lower_is_better=not larger_is_better)     # diff = new − old
+            rows.append((cell['model'], cell['regime'], metric, p["n"], sum(old) / len(old), sum(new) / len(new),
+                         p["diff"], p["wins"]))
     return rows
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from recbole_tru import stats
-from recbole_tru.files import atomic_write, write_texts
+from recbole_tru.files import atomic_write, save_png, write_texts
 
 from unlearning_jobs import ABLATIONS, CURVE_METHODS, FORGET_SEEDS
 
@@ -181,8 +181,9 @@ def headline(report):
 
 def markdown(report):
     n = report["requests"]
+    seeds = ", ".join(map(str, report.get("forget_seeds") or FORGET_SEEDS[:n]))
     lines = headline(report) + ["", f"Every method, mean ± 95 % t-interval half-width over {n} requests per cell "
-                                f"(forget seeds {', '.join(map(str, report.get('forget_seeds') or FORGET_SEEDS[:n]))}), one original per backbone.", "",
+                                f"(forget seeds {seeds}), one original per backbone.", "",
              "| backbone | regime | method | forget gap | retain gap | test NDCG@20 / retrain's | MIA distance | "
              "top-20 overlap | seconds | x faster than retrain |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -313,7 +314,8 @@ def mean_curve(curves):
     return out
 
 
-def plot(report, path):
+def plot(report):
+    """The trade-off figure of every cell (mean curves with 95 % bands): the figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -355,8 +357,7 @@ def plot(report, path):
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("Retain utility vs forgetting per unlearning epoch: mean over requests, 95 % band (square = final state)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    return fig
 
 
 def write_outputs(report, out):
@@ -366,4 +367,8 @@ def write_outputs(report, out):
 
     write_texts(out, "unlearning", [("json", json.dumps(report, indent=1, default=float)), ("md", markdown(report))])
     put("unlearning_summary.csv", lambda p: write_summary_csv(report, p))
-    put("unlearning_tradeoff.png", lambda p: plot(report, p))
+    fig = plot(report)
+    save_png(fig, Path(out) / "unlearning_tradeoff.png")
+    import matplotlib.pyplot as plt      # plot() chose the Agg backend
+
+    plt.close(fig)

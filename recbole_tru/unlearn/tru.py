@@ -22,8 +22,9 @@ Three coordinated interventions, then a repair, each switched by its own config 
    tru_alpha_min, 1)``, re-measured every ``tru_scale_refresh`` steps on the masked rows.
 
 Repair (``tru_repair_epochs``): BPR on ``tru_repair_budget × |D_f|`` retained interactions
-around the update, at ``tru_repair_learning_rate`` (``~``: the backbone's ``learning_rate``), dense shared layers frozen unless ``tru_repair_dense``; when the stop returns
-the state before any targeted step, it covers the reset items' pairs only, or nothing. Both
+around the update, at ``tru_repair_learning_rate`` (``~``: the backbone's ``learning_rate``),
+dense shared layers frozen unless ``tru_repair_dense``; when the stop returns the state before
+any targeted step, it covers the reset items' pairs only, or nothing. Both
 update phases step with :class:`~recbole_tru.unlearn.optim.RowAdam`, so a step costs what the
 request moves, not the tables.
 
