@@ -52,6 +52,7 @@ VARIANTS = {
     "before 2026-12-06 (items' rows not routed, repair lr .001)": {"tru_route_items": False,
                                                                    "tru_repair_learning_rate": 0.001},
     "gate off": {"tru_gate": False},
+    "deleted items reset to init + cold items' drift": {"tru_reset_items": "cold"},
     "modality scaling off": {"tru_scaling": False},
 }
 DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"

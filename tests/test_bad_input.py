@@ -296,6 +296,8 @@ CASES = [
          good_run(tru_stop_metric="mrr"), ValueError, key("tru_stop_metric", "mrr", "ks, recall, auc")),
     Case("unknown_reference", "tru_reference: fixed",
          good_run(tru_reference="fixed"), ValueError, key("tru_reference", "fixed", "live, frozen")),
+    Case("unknown_reset_items", "tru_reset_items: zero",
+         good_run(tru_reset_items="zero"), ValueError, key("tru_reset_items", "zero", "init, cold")),
     Case("unknown_match", "tru_match: item",
          good_run(tru_match="item"), ValueError, key("tru_match", "item", "pooled, user")),
     Case("zero_temperature", "tru_temperature: 0",

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, start_ray_or_skip, tiny_config
+from conftest import TINY, start_ray_or_skip
 from recbole_tru import config as config_module
 from recbole_tru.checkpoint import data_fingerprint
 from recbole_tru.data.features import cache_path, read_feature_file
