@@ -98,7 +98,8 @@ def reset_rows_with_drift(model, fresh, tables, ids, donors):
     ``fresh`` plus the mean drift of the ``donors`` rows from theirs: ``θ_i = θ⁰_i +
     mean_d (θ_d - θ⁰_d)``. With ``donors`` the least-interacted retained items, this is the row
     retraining would give an item that it only ever samples as a negative, to first order (the
-    initial state plus what training does to an item with (almost) no positive evidence)."""
+    initial state plus what training does to an item with (almost) no positive evidence).
+    Without donors (every other item deleted too) it is :func:`reset_rows`."""
     if len(ids) == 0:
         return
     if len(donors) == 0:
