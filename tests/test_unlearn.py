@@ -18,7 +18,7 @@ from recbole_tru.registry import get_unlearn_trainer
 from recbole_tru.training import build_model, fit, load_data
 from recbole_tru.unlearn import pipeline
 from recbole_tru.unlearn.base import UntilStop
-from recbole_tru.unlearn.capacity import describe, reset_rows_with_drift
+from recbole_tru.unlearn.capacity import describe, reset_rows
 from recbole_tru.unlearn.evaluation import Judge
 from recbole_tru.unlearn.gate import (GuardedStop, auc_distance, auc_noise, cold_items, gate_weights,
                                      ks_distance, matched_targets, matched_targets_per_user)
@@ -383,8 +383,7 @@ def test_reset_redraws_owned_rows_only(trained, name):
 @pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
 def test_cold_reset_adds_the_cold_items_drift(trained, name):
     """``tru_reset_items: cold``: a deleted item's ID rows become its initial rows plus the mean
-    drift (trained - initial) of the reference cold items; user rows and every other row as with
-    the plain reset."""
+    drift (trained - initial) of the reference cold items; every other item row stays."""
     config, data, model, trainer = trained(name).setup(forget_regime="item", forget_share=0.1,
                                                        tru_reset_items="cold", tru_cold_items=3)
     f = data.forget
@@ -404,7 +403,7 @@ def test_cold_reset_adds_the_cold_items_drift(trained, name):
         assert torch.equal(after[table][others], start[table][others]), table
 
 
-def test_reset_rows_with_drift_by_hand():
+def test_reset_rows_with_donors_by_hand():
     """θ_i = θ⁰_i + mean_d (θ_d - θ⁰_d), on a 4-row table with offset 1; no donors: plain reset."""
     class M(torch.nn.Module):
         def __init__(self, w):
@@ -412,10 +411,10 @@ def test_reset_rows_with_drift_by_hand():
             self.t = torch.nn.Parameter(torch.tensor(w))
     model = M([[9.0, 9.0], [1.0, 2.0], [3.0, 5.0], [7.0, 7.0]])
     fresh = M([[0.0, 0.0], [0.5, 0.5], [1.0, 1.0], [2.0, 0.0]])
-    reset_rows_with_drift(model, fresh, [("t", 1)], np.array([2]), np.array([0, 1]))
+    reset_rows(model, fresh, [("t", 1)], np.array([2]), np.array([0, 1]))
     # donors are rows 1 and 2: drifts (0.5, 1.5) and (2, 4), mean (1.25, 2.75); row 3 = (2, 0) + that
     assert model.t.tolist() == [[9.0, 9.0], [1.0, 2.0], [3.0, 5.0], [3.25, 2.75]]
-    reset_rows_with_drift(model, fresh, [("t", 1)], np.array([0]), np.array([], dtype=np.int64))
+    reset_rows(model, fresh, [("t", 1)], np.array([0]), np.array([], dtype=np.int64))
     assert model.t.tolist()[1] == [0.5, 0.5]
 
 

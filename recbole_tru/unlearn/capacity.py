@@ -81,37 +81,27 @@ def row_mask(param, offset, ids):
 
 
 @torch.no_grad()
-def reset_rows(model, fresh, tables, ids):
+def reset_rows(model, fresh, tables, ids, donors=()):
     """Copy rows ``offset + ids`` of every table in ``tables`` from ``fresh`` (a model built
-    with the same config and seed, i.e. the never-trained initial state) into ``model``."""
-    if len(ids) == 0:
-        return
-    params, fresh_params = dict(model.named_parameters()), dict(fresh.named_parameters())
-    for name, offset in tables:
-        index = torch.as_tensor(ids, dtype=torch.long, device=params[name].device) + offset
-        params[name][index] = fresh_params[name][index].to(params[name].device)
+    with the same config and seed, i.e. the never-trained initial state) into ``model``.
 
-
-@torch.no_grad()
-def reset_rows_with_drift(model, fresh, tables, ids, donors):
-    """Set rows ``offset + ids`` of every table in ``tables`` to their initial state in
-    ``fresh`` plus the mean drift of the ``donors`` rows from theirs: ``θ_i = θ⁰_i +
-    mean_d (θ_d - θ⁰_d)``. With ``donors`` the least-interacted retained items, this is the row
-    retraining would give an item that it only ever samples as a negative, to first order (the
-    initial state plus what training does to an item with (almost) no positive evidence).
-    Without donors (every other item deleted too) it is :func:`reset_rows`."""
+    With ``donors``, add to them the mean drift of the donor rows from their own initial state:
+    ``θ_i = θ⁰_i + mean_d (θ_d - θ⁰_d)``. With the least-interacted retained items as donors,
+    this is the row retraining would give an item that it only ever samples as a negative, to
+    first order (the initial state plus what training does to an item with (almost) no
+    positive evidence)."""
     if len(ids) == 0:
-        return
-    if len(donors) == 0:
-        reset_rows(model, fresh, tables, ids)
         return
     params, fresh_params = dict(model.named_parameters()), dict(fresh.named_parameters())
     for name, offset in tables:
         p = params[name]
         index = torch.as_tensor(ids, dtype=torch.long, device=p.device) + offset
-        donor = torch.as_tensor(donors, dtype=torch.long, device=p.device) + offset
         init = fresh_params[name].to(p.device)
-        p[index] = init[index] + (p[donor] - init[donor]).mean(0, keepdim=True)
+        row = init[index]
+        if len(donors):
+            donor = torch.as_tensor(donors, dtype=torch.long, device=p.device) + offset
+            row = row + (p[donor] - init[donor]).mean(0, keepdim=True)
+        p[index] = row
 
 
 def user_sensitivity(model, tables, n_users, forget_batches, retain_batches, batches, device):

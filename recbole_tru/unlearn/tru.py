@@ -48,8 +48,8 @@ from recbole_tru.losses import gated_forget_loss
 from recbole_tru.model.ranking import pair_ranks, sample_items
 from recbole_tru.training import build_model
 from recbole_tru.unlearn.base import UnlearnTrainer, UntilStop, cycle
-from recbole_tru.unlearn.capacity import (describe, forget_scores_and_retain_loss, reset_rows,
-                                          reset_rows_with_drift, row_mask, user_sensitivity)
+from recbole_tru.unlearn.capacity import (describe, forget_scores_and_retain_loss, reset_rows, row_mask,
+                                          user_sensitivity)
 from recbole_tru.unlearn.gate import GuardedStop, cold_items, gate_check, reference_pairs
 from recbole_tru.unlearn.optim import RowAdam
 
@@ -166,17 +166,15 @@ class TRUTrainer(UnlearnTrainer):
         Users left with no interaction are exact there (retraining never samples them); items
         are sampled as negatives by retraining, so ``tru_reset_items: cold`` adds to their
         initial rows the mean drift of the reference cold items
-        (:func:`~recbole_tru.unlearn.capacity.reset_rows_with_drift`)."""
+        (:func:`~recbole_tru.unlearn.capacity.reset_rows` with donors)."""
         f = self.data.forget
         if len(f.deleted_users) == 0 and len(f.deleted_items) == 0:
             return
         fresh = build_model(self.config, self.data.retain_dataset)
         reset_rows(self.model, fresh, self.capacity.user_tables, f.deleted_users)
-        if self.option("reset_items") == "cold" and len(f.deleted_items):
-            donors = cold_items(self.data, int(self.option("cold_items")))
-            reset_rows_with_drift(self.model, fresh, self.capacity.item_id_tables, f.deleted_items, donors)
-        else:
-            reset_rows(self.model, fresh, self.capacity.item_id_tables, f.deleted_items)
+        cold = self.option("reset_items") == "cold" and len(f.deleted_items)
+        donors = cold_items(self.data, int(self.option("cold_items"))) if cold else ()
+        reset_rows(self.model, fresh, self.capacity.item_id_tables, f.deleted_items, donors)
 
     # ------------------------------------------------------------------ isolation: masks
     def _routes(self):
