@@ -83,6 +83,28 @@ def test_content_predicts_interactions(medium):
         assert auc > 0.6, (kind, auc)
 
 
+def test_visible_share_hides_factors_from_content(medium):
+    """With ``visible=0.5`` the content is a function of the first half of the latent factors
+    only: regressed on all of them, the hidden half's coefficients vanish (up to noise) while the
+    visible half carries the signal; ``visible=0`` leaves noise alone."""
+    from dataclasses import replace
+
+    _, _, _, _, item_factors = medium
+    k = Generator().factors
+    for visible, seen in ((0.5, k // 2), (0.0, 0)):
+        gen = replace(Generator(), visible=visible, noise=0.1)
+        feats = np.concatenate(list(_feature_chunks(np.random.default_rng(1), item_factors, 64, "textlike", gen)))
+        coef, *_ = np.linalg.lstsq(item_factors, feats, rcond=None)       # [k, 64]
+        strength = np.linalg.norm(coef, axis=1)
+        if seen:
+            assert strength[:seen].min() > 10 * strength[seen:].max()
+        else:                                                # pure noise: no factor explains it
+            fit = item_factors @ coef
+            assert (fit ** 2).sum() / (feats ** 2).sum() < 0.05
+    with pytest.raises(ValueError, match="visible"):
+        list(_feature_chunks(np.random.default_rng(1), item_factors, 8, "textlike", replace(Generator(), visible=1.5)))
+
+
 def test_same_seed_same_files_other_seed_other_files(tmp_path, tiny_dir):
     _, written = tiny_dir
     again = build_synthetic("tiny", tmp_path / "a", log=lambda *a: None)

@@ -18,10 +18,13 @@ Generative model (seeded; every count above is exact):
   every user has at least ``min_per_user`` interactions; Amazon 5-core users have >= 5);
 * every item first gets one interaction with the user of highest ``a_ui + Gumbel`` (so every
   item occurs); then each user's remaining ``d_u`` items are drawn without replacement with
-  probability ``∝ p_i · exp(β · a_ui)`` (Gumbel top-k), ``a_ui = U_u·V_i / √k``;
+  probability ``∝ p_i · exp(β · a_ui)`` (Gumbel top-k), ``a_ui = U_u·V_i / √k``, ``β = 2``
+  (at 1.5, data sets before 2026-12-06, MMGCN's validation peaked after one epoch, on content
+  alone, and it hardly memorised its training pairs: ``benchmarks/memorisation.py``);
 * timestamps: a user's interactions get increasing random times.
 
-Two content modalities are noisy views of ``V``, so content predicts interactions:
+Two content modalities are noisy views of ``V`` (of its first ``visible · k`` columns; default
+all), so content predicts interactions:
 
 * ``imagelike`` (4096-d, the width of the CNN features MMRec ships): ``relu(V A + σ·noise)``,
   sparse and non-negative like post-ReLU CNN activations. **Not derived from any image.**
@@ -80,8 +83,11 @@ class Generator:
     popularity: float = 0.55     # Zipf exponent of the item popularity weights
     activity_sigma: float = 1.0  # lognormal sigma of the user activity weights
     min_per_user: int = 5        # interactions of the least active users
-    affinity: float = 1.5        # β, weight of the latent affinity in the item choice
+    affinity: float = 2.0        # β, weight of the latent affinity in the item choice (1.5 until
+                                 # 2026-12-06: MMGCN hardly memorised, docs/scale.md)
     noise: float = 0.5           # σ of the feature noise (relative to the signal's unit scale)
+    visible: float = 1.0         # share of the k latent factors the content is derived from (the
+                                 # rest drive interactions only: what only ID embeddings can learn)
     user_chunk: int = 1024       # users per generation chunk
     item_chunk: int = 512        # items per feature chunk
 
@@ -175,9 +181,14 @@ def _feature_chunks(rng, item_factors, dim, kind, gen):
     """Yield float32 blocks [<= item_chunk, dim] of the ``kind`` modality, in item order."""
     k = gen.factors
     mixing = rng.standard_normal((k, dim)) / np.sqrt(k)
+    if not 0.0 <= gen.visible <= 1.0:
+        raise ValueError(f"Generator.visible must be in [0, 1], got {gen.visible}")
+    seen = int(round(gen.visible * k))          # content sees the first ``seen`` factors only
     for start in range(0, len(item_factors), gen.item_chunk):
         v = item_factors[start:start + gen.item_chunk]
-        block = v @ mixing + gen.noise * rng.standard_normal((len(v), dim))
+        # (rescaled so the signal keeps its unit scale against the noise)
+        signal = v @ mixing if seen == k else v[:, :seen] @ mixing[:seen] * np.sqrt(k / max(seen, 1))
+        block = signal + gen.noise * rng.standard_normal((len(v), dim))
         if kind == "imagelike":
             block = np.maximum(block, 0.0)
         else:
