@@ -61,14 +61,12 @@ FORGET_METRIC, RETAIN_METRIC = "recall@20", "ndcg@20"
 
 
 def synthetic_options(size, data_dir):
-    """dataset name, config files and config of the synthetic data set ``size`` (generated if missing)."""
-    from recbole_tru.data.builders.synthetic import build_synthetic, dataset_name
+    """dataset name, config files and config of the synthetic data set ``size`` (generated if
+    missing or written by another generator version)."""
+    from recbole_tru.data.builders.synthetic import ensure_synthetic
 
-    name = dataset_name(size)
-    folder = Path(data_dir) / name
-    if not (folder / "README.md").is_file():
-        print(f"generating the SYNTHETIC data set {name} into {data_dir}", flush=True)
-        build_synthetic(size, data_dir, log=print)
+    folder, _, _ = ensure_synthetic(size, data_dir, log=print)
+    name = folder.name
     return name, [str(folder / f"{name}.yaml")], {"data_path": str(Path(data_dir).resolve())}
 
 
@@ -257,8 +255,12 @@ def main(argv=None):
     if not args.evaluate or set(args.evaluate) - {"both", "output", "none"} or len(set(args.evaluate)) < len(args.evaluate):
         raise SystemExit(f"--evaluate takes distinct modes out of both, output, none (got {args.evaluate})")
     extra = json.loads(args.config)
+    generator = None
     if args.synthetic:
+        from recbole_tru.data.builders.synthetic import generator_of
+
         dataset, files, data_extra = synthetic_options(args.synthetic, args.data)
+        generator = generator_of(Path(args.data) / dataset)
         files += args.config_files.split() if args.config_files else []
         extra = {**data_extra, **extra}
     else:
@@ -275,7 +277,7 @@ def main(argv=None):
                          f"({torch.get_num_threads()} threads)",
               "environment": environment(), "wall_seconds": time.perf_counter() - start, "requests": args.requests,
               "kinds": args.kinds, "evaluate": args.evaluate, "method": args.method, "seed": args.seed, "config": extra,
-              "backbones": backbones}
+              "generator": generator, "backbones": backbones}
     return publish(report, out, args.name, summarise, write_outputs, markdown)
 
 

@@ -59,15 +59,11 @@ TRAIN_MODELS = ("VBPR", "MMGCN", "LightGCN")
 # ------------------------------------------------------------------------------ helpers
 
 def ensure_data(size, data_dir, log=print):
-    """The data set folder of ``size`` (generated when missing); returns (folder, seconds or None)."""
-    from recbole_tru.data.builders.synthetic import build_synthetic, dataset_name
+    """The data set folder of ``size`` (generated when missing or written by another generator);
+    returns (folder, seconds or None, the generator's knobs)."""
+    from recbole_tru.data.builders.synthetic import ensure_synthetic
 
-    folder = Path(data_dir) / dataset_name(size)
-    if (folder / "README.md").is_file():
-        return folder, None
-    start = time.perf_counter()
-    build_synthetic(size, data_dir, log=log)
-    return folder, time.perf_counter() - start
+    return ensure_synthetic(size, data_dir, log=log)
 
 
 def task_label(task):
@@ -141,8 +137,8 @@ def run(args):
               "data": {}, "load": [], "train": [], "step": [], "unlearn": [], "seconds": {}}
     start_all = time.perf_counter()
     for size in args.sizes:
-        folder, seconds = ensure_data(size, args.data)
-        report["data"][size] = {"folder": str(folder), "generated_seconds": seconds}
+        folder, seconds, generator = ensure_data(size, args.data)
+        report["data"][size] = {"folder": str(folder), "generated_seconds": seconds, "generator": generator}
     if "load" in args.bench:
         start = time.perf_counter()
         for size in args.sizes:

@@ -9,7 +9,10 @@ Columns ``backbone,size,request,method,seconds,speedup,forced``:
 * ``speedup``: retrain's seconds / the method's, both from the same run of the same process;
   empty where that run has no retrain (the latency benchmark trains none);
 * ``forced``: 1 where TRU's guarded stop was overridden (a variant with ``tru_stop_delta: 0``),
-  else 0.
+  else 0;
+* ``generator_affinity``: the synthetic generator's affinity β of the data the row was measured
+  on (3.0 since 2026-12-06, when MMGCN began to memorise on it; reports written before the
+  generator was recorded were all on 1.5).
 
     python benchmarks/scale_summary.py benchmarks/results/scale_vbpr_final.json \\
         benchmarks/results/scale_mmgcn_final.json benchmarks/results/latency_clothing.json
@@ -26,7 +29,8 @@ sys.path[:0] = [str(HERE.parent)]
 
 from recbole_tru.files import write_text  # noqa: E402
 
-COLUMNS = ("backbone", "size", "request", "method", "seconds", "speedup", "forced")
+COLUMNS = ("backbone", "size", "request", "method", "seconds", "speedup", "forced", "generator_affinity")
+BEFORE_RECORDS = 1.5          # the generator's affinity in every report that does not record it
 
 
 def _request(spec):
@@ -40,9 +44,14 @@ def _forced(entry):
     return int((entry.get("config") or {}).get("tru_stop_delta", None) == 0)
 
 
+def _affinity(generator):
+    return float((generator or {}).get("affinity", BEFORE_RECORDS))
+
+
 def scale_rows(report):
     rows = []
     for cell in report["unlearn"]:
+        affinity = _affinity((report.get("data") or {}).get(cell["size"], {}).get("generator"))
         for forget in cell["forget"]:
             methods = forget["methods"]
             retrain = (methods.get("retrain") or {}).get("seconds")
@@ -52,7 +61,7 @@ def scale_rows(report):
                 speedup = "" if retrain is None or name == "retrain" else f"{retrain / entry['seconds']:.1f}"
                 rows.append({"backbone": cell["model"], "size": cell["size"], "request": _request(forget["forget"]),
                              "method": name, "seconds": f"{entry['seconds']:.3f}", "speedup": speedup,
-                             "forced": _forced(entry)})
+                             "forced": _forced(entry), "generator_affinity": affinity})
     return rows
 
 
@@ -64,7 +73,7 @@ def latency_rows(report):
         for kind, summary in record["summary"].items():
             rows.append({"backbone": record["model"], "size": size, "request": f"one-{kind}",
                          "method": report["method"], "seconds": f"{summary['median_seconds']:.3f}", "speedup": "",
-                         "forced": forced})
+                         "forced": forced, "generator_affinity": _affinity(report.get("generator"))})
     return rows
 
 

@@ -293,9 +293,9 @@ def test_vbpr_catalogue_content_is_reused_across_user_and_item_id_updates(make_c
 def test_scale_summary_rows_from_both_benchmarks(tmp_path):
     """scale_summary.csv: a share request is labelled as a percentage, a count as itself; the
     speedup is retrain's seconds / the method's from the same run (empty without a retrain);
-    a variant with tru_stop_delta 0 is marked forced."""
+    a variant with tru_stop_delta 0 is marked forced; each row names its data's generator affinity."""
     summary = load_benchmark("scale_summary")
-    scale_report = {"unlearn": [{"model": "MMGCN", "size": "baby", "forget": [
+    scale_report = {"data": {"baby": {"generator": {"affinity": 3.0}}}, "unlearn": [{"model": "MMGCN", "size": "baby", "forget": [
         {"forget": 0.05, "methods": {"retrain": {"seconds": 100.0}, "tru": {"seconds": 4.0},
                                      "tru[delta=0]": {"seconds": 8.0, "config": {"tru_stop_delta": 0.0}},
                                      "sisa": {"seconds": None, "note": "not available"}}},
@@ -309,12 +309,12 @@ def test_scale_summary_rows_from_both_benchmarks(tmp_path):
     out = tmp_path / "scale_summary.csv"
     summary.main([*map(str, paths), "--out", str(out)])
     lines = out.read_text().splitlines()
-    assert lines == ["backbone,size,request,method,seconds,speedup,forced",
-                     "MMGCN,baby,5%,retrain,100.000,,0",
-                     "MMGCN,baby,5%,tru,4.000,25.0,0",
-                     "MMGCN,baby,5%,tru[delta=0],8.000,12.5,1",
-                     "MMGCN,baby,250,tru,0.500,,0",
-                     "VBPR,clothing,one-user,tru,0.250,,0"]
+    assert lines == ["backbone,size,request,method,seconds,speedup,forced,generator_affinity",
+                     "MMGCN,baby,5%,retrain,100.000,,0,3.0",
+                     "MMGCN,baby,5%,tru,4.000,25.0,0,3.0",
+                     "MMGCN,baby,5%,tru[delta=0],8.000,12.5,1,3.0",
+                     "MMGCN,baby,250,tru,0.500,,0,3.0",
+                     "VBPR,clothing,one-user,tru,0.250,,0,1.5"]      # no record: the generator before records
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(SystemExit, match="bad.json"):
         summary.main([str(tmp_path / "bad.json"), "--out", str(tmp_path / "x.csv")])

@@ -155,3 +155,27 @@ def test_command_line(tmp_path, capsys):
 def test_unknown_size_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="unknown synthetic size 'huge'"):
         build_synthetic("huge", tmp_path)
+
+
+def test_a_folder_from_another_generator_is_regenerated_not_reused(tmp_path):
+    """``ensure_synthetic`` reuses a folder only when its recorded generator is today's; a folder
+    with another record (or none: written before records existed) is written again, so a
+    benchmark never measures stale data under the data set's name."""
+    import json
+
+    from recbole_tru.data.builders.synthetic import GENERATOR_FILE, ensure_synthetic, generator_of
+
+    quiet = dict(log=lambda *a: None)
+    folder, seconds, gen = ensure_synthetic("tiny", tmp_path, **quiet)
+    assert seconds is not None and gen == generator_of(folder) and gen["affinity"] == Generator().affinity
+    assert ensure_synthetic("tiny", tmp_path, **quiet)[1] is None               # same generator: reused
+    record = folder / GENERATOR_FILE
+    record.write_text(json.dumps({**gen, "affinity": 1.5}), encoding="utf-8")
+    messages = []
+    assert ensure_synthetic("tiny", tmp_path, log=messages.append)[1] is not None
+    assert "another generator" in messages[0] and generator_of(folder) == gen
+    record.unlink()                                                            # no record at all
+    assert ensure_synthetic("tiny", tmp_path, **quiet)[1] is not None and record.is_file()
+    record.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match=GENERATOR_FILE):
+        generator_of(folder)

@@ -18,7 +18,7 @@ Generative model (seeded; every count above is exact):
   every user has at least ``min_per_user`` interactions; Amazon 5-core users have >= 5);
 * every item first gets one interaction with the user of highest ``a_ui + Gumbel`` (so every
   item occurs); then each user's remaining ``d_u`` items are drawn without replacement with
-  probability ``∝ p_i · exp(β · a_ui)`` (Gumbel top-k), ``a_ui = U_u·V_i / √k``, ``β = 2``
+  probability ``∝ p_i · exp(β · a_ui)`` (Gumbel top-k), ``a_ui = U_u·V_i / √k``, ``β = 3``
   (at 1.5, data sets before 2026-12-06, MMGCN's validation peaked after one epoch, on content
   alone, and it hardly memorised its training pairs: ``benchmarks/memorisation.py``);
 * timestamps: a user's interactions get increasing random times.
@@ -42,7 +42,9 @@ The same size and seed on the same software give byte-identical files.
 
     python -m recbole_tru.data.builders synthetic --size baby
 """
-from dataclasses import dataclass, replace
+import json
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = ROOT / "benchmarks" / "data"
 FLOAT_FORMAT = "%.4g"
 MODALITIES = {"imagelike": "imagelikefeat", "textlike": "textlikefeat"}
+GENERATOR_FILE = "generator.json"      # the generator's knobs a data set folder was written with
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class Generator:
     popularity: float = 0.55     # Zipf exponent of the item popularity weights
     activity_sigma: float = 1.0  # lognormal sigma of the user activity weights
     min_per_user: int = 5        # interactions of the least active users
-    affinity: float = 2.0        # β, weight of the latent affinity in the item choice (1.5 until
+    affinity: float = 3.0        # β, weight of the latent affinity in the item choice (1.5 until
                                  # 2026-12-06: MMGCN hardly memorised, docs/scale.md)
     noise: float = 0.5           # σ of the feature noise (relative to the signal's unit scale)
     visible: float = 1.0         # share of the k latent factors the content is derived from (the
@@ -313,8 +316,40 @@ def build_synthetic(size="baby", out=None, seed=None, name=None, command=None, l
         written[modality] = write_feature_stream(dest / f"{name}.{MODALITIES[modality]}", tokens, blocks, modality)
     command = command or f"python -m recbole_tru.data.builders synthetic --size {size_name} --seed {gen.seed}"
     written["yaml"] = _write_small(dest / f"{name}.yaml", config_text(name, size))
+    written["generator"] = _write_small(dest / GENERATOR_FILE, json.dumps(asdict(gen), indent=1, sort_keys=True))
     written["readme"] = _write_small(dest / "README.md", readme_text(name, size_name, size, gen, stats, command))
     return written
+
+
+def generator_of(folder):
+    """The generator's knobs recorded in a synthetic data set folder (``None``: none recorded,
+    a folder written before the record existed)."""
+    path = Path(folder) / GENERATOR_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as error:
+        raise ValueError(f"{path}: not a generator record ({error})") from None
+
+
+def ensure_synthetic(size, out=None, log=print):
+    """The folder of the synthetic data set ``size`` under ``out``, written by this generator.
+
+    An existing folder is reused only when its recorded generator equals today's defaults; one
+    written by another generator version (or with no record) is regenerated, so a benchmark never
+    measures stale data under a new name. Returns ``(folder, seconds spent generating or None,
+    the generator's knobs)``."""
+    folder = Path(out or DEFAULT_OUT) / dataset_name(size)
+    current = asdict(Generator())
+    if (folder / "README.md").is_file():
+        recorded = generator_of(folder)
+        if recorded == current:
+            return folder, None, current
+        log(f"[{folder.name}] written by another generator ({recorded or 'no record'}): regenerating")
+    start = time.perf_counter()
+    build_synthetic(size, out, log=log)
+    return folder, time.perf_counter() - start, current
 
 
 def _write_small(path, text):
