@@ -61,13 +61,13 @@ FORGET_METRIC, RETAIN_METRIC = "recall@20", "ndcg@20"
 
 
 def synthetic_options(size, data_dir):
-    """dataset name, config files and config of the synthetic data set ``size`` (generated if
-    missing or written by another generator version)."""
+    """dataset name, config files, config and generator knobs of the synthetic data set ``size``
+    (generated if missing or written by another generator version)."""
     from recbole_tru.data.builders.synthetic import ensure_synthetic
 
-    folder, _, _ = ensure_synthetic(size, data_dir, log=print)
+    folder, _, generator = ensure_synthetic(size, data_dir, log=print)
     name = folder.name
-    return name, [str(folder / f"{name}.yaml")], {"data_path": str(Path(data_dir).resolve())}
+    return name, [str(folder / f"{name}.yaml")], {"data_path": str(Path(data_dir).resolve())}, generator
 
 
 def run_backbone(model_name, args, dataset, files, extra, work):
@@ -257,10 +257,7 @@ def main(argv=None):
     extra = json.loads(args.config)
     generator = None
     if args.synthetic:
-        from recbole_tru.data.builders.synthetic import generator_of
-
-        dataset, files, data_extra = synthetic_options(args.synthetic, args.data)
-        generator = generator_of(Path(args.data) / dataset)
+        dataset, files, data_extra, generator = synthetic_options(args.synthetic, args.data)
         files += args.config_files.split() if args.config_files else []
         extra = {**data_extra, **extra}
     else:

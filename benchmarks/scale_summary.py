@@ -1,7 +1,7 @@
 """One CSV of the scale figures: ``benchmarks/results/scale_summary.csv`` from the scale benchmark's
 ``scale*.json`` (``scale.py``) and the one-request latency's ``latency*.json`` (``latency.py``).
 
-Columns ``backbone,size,request,method,seconds,speedup,forced``:
+Columns ``backbone,size,request,method,seconds,speedup,forced,generator_affinity``:
 
 * ``request``: ``5%`` (a share of the training interactions, the sweep's share-sized request),
   ``1000`` (any fixed count: the count itself), ``one-user``, ``one-item``;
