@@ -335,3 +335,44 @@ def test_memorisation_benchmark_at_tiny_size(tmp_path):
     assert 0 <= row["retrain_forget_recall@20"] <= 1 and row["best_epoch"] <= row["epochs"]
     gap = row["original_forget_recall@20"] - row["retrain_forget_recall@20"]
     assert f"| {gap:+.4f} |" in (tmp_path / "r" / "memorisation.md").read_text()
+
+
+def _chain_report(seed, firsts, lasts, seconds):
+    """A stream.py report with one VBPR chain judged at requests 1 and 2 (gaps given)."""
+    def point(request, gaps):
+        return {"request": request, "deleted_interactions": 10 * request,
+                **dict(zip(("forget_gap", "retain_gap", "mia_distance"), gaps)),
+                "original_gaps": {"forget_gap": 0.3, "retain_gap": 0.01, "mia_distance": 0.4}}
+    return {"command": f"stream.py --seed {seed}", "seed": seed, "method": "tru", "requests": 2, "judge_every": 2,
+            "backbones": [{"model": "VBPR", "judged": [point(1, firsts), point(2, lasts)],
+                           "requests": [{"seconds": s, "request_seconds": s + 2} for s in seconds]}]}
+
+
+def test_stream_chains_mean_over_chains_and_the_2x_drift_test(tmp_path):
+    """Three chains: each gap's mean over the chains, the paired drift test last - 2 x first
+    (hand-computed), and the pooled latency; chains with one seed twice are refused."""
+    paths = []
+    for seed, firsts, lasts, seconds in ((0, (0.010, 0.002, 0.10), (0.010, 0.002, 0.30), (0.1, 0.3)),
+                                         (1, (0.020, 0.004, 0.10), (0.010, 0.002, 0.30), (0.2, 0.4)),
+                                         (2, (0.030, 0.006, 0.10), (0.020, 0.002, 0.30), (0.5, 0.6))):
+        path = tmp_path / f"s{seed}.json"
+        path.write_text(json.dumps(_chain_report(seed, firsts, lasts, seconds)))
+        paths.append(str(path))
+    summary = load("stream_chains").main([*paths, "--out", str(tmp_path / "r")])
+    (b,) = summary["backbones"]
+    assert b["judged"][0]["forget_gap"]["mean"] == pytest.approx(0.02)
+    assert b["judged"][1]["deleted"]["mean"] == 20
+    forget = b["drift"]["forget_gap"]
+    # last - 2 first per chain: -0.010, -0.030, -0.040 -> mean -0.08/3; sd 0.01528; t(2) = 4.303
+    assert forget["last_minus_twice_first"]["mean"] == pytest.approx(-0.08 / 3)
+    assert forget["last_minus_twice_first"]["ci_high"] == pytest.approx(-0.08 / 3 + 4.3027 * 0.0152753 / 3 ** 0.5,
+                                                                        abs=1e-5)
+    assert forget["chains_within_2x"] == 3 and forget["verdict"] == "met on the mean"   # interval crosses 0
+    assert b["drift"]["mia_distance"]["verdict"] == "clearly missed"                       # 0.30 > 0.20 in every chain
+    assert b["drift"]["mia_distance"]["chains_within_2x"] == 0
+    assert b["latency"]["median_seconds"] == pytest.approx(0.35) and b["latency"]["requests"] == 6
+    assert b["latency"]["chain_medians"] == pytest.approx([0.2, 0.3, 0.55])
+    assert "| VBPR | forget gap |" in (tmp_path / "r" / "stream_chains.md").read_text()
+    assert (tmp_path / "r" / "stream_chains.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="seeds"):
+        load("stream_chains").main([paths[0], paths[0], "--out", str(tmp_path / "r")])
