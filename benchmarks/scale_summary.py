@@ -1,26 +1,39 @@
 """One CSV of the scale figures: ``benchmarks/results/scale_summary.csv`` from the scale benchmark's
-``scale*.json`` (``scale.py``) and the one-request latency's ``latency*.json`` (``latency.py``).
+``scale*.json`` (``scale.py``, one request per cell), the one-request latency's ``latency*.json``
+(``latency.py``) and the unlearning benchmark's ``unlearning.json`` run on a synthetic data set
+(``unlearning.py --dataset synthetic-baby``: repeated requests, one retrain each).
 
-Columns ``backbone,size,request,method,seconds,speedup,forced,generator_affinity``:
+Columns ``backbone,size,request,method,seconds,speedup,forced,generator_affinity,requests,
+forget_gap,forget_gap_ci,retain_gap,retain_gap_ci``:
 
 * ``request``: ``5%`` (a share of the training interactions, the sweep's share-sized request),
-  ``1000`` (any fixed count: the count itself), ``one-user``, ``one-item``;
-* ``seconds``: the median of the method's runs (retrain: its single run);
-* ``speedup``: retrain's seconds / the method's, both from the same run of the same process;
-  empty where that run has no retrain (the latency benchmark trains none);
+  ``1000`` (any fixed count: the count itself), ``one-user``, ``one-item``, and ``user`` /
+  ``item`` for the unlearning benchmark's regimes that delete whole users / items;
+* ``seconds``: the median of the method's runs (retrain: its single run, or the median of the
+  requests' retrains);
+* ``speedup``: retrain's seconds / the method's, both from the same run of the same process
+  (over repeated requests: the ratio of the medians); empty where that run has no retrain (the
+  latency benchmark trains none);
 * ``forced``: 1 where TRU's guarded stop was overridden (a variant with ``tru_stop_delta: 0``),
   else 0;
 * ``generator_affinity``: the synthetic generator's affinity β of the data the row was measured
-  on (3.0 since 2026-12-06, when MMGCN began to memorise on it; reports written before the
-  generator was recorded were all on 1.5).
+  on (3.0 since 2026-12-06, when MMGCN began to memorise on it). A report that does not record
+  its generator counts as 1.5 (every report before the record was), unless
+  ``--affinity STEM=BETA`` names it (two runs on the β = 3 data predate the record);
+* ``requests``: how many requests the gaps are a mean over (1: ``scale.py``'s one request);
+* ``forget_gap`` / ``retain_gap``: |forget Recall@20 - retrain's| and |test NDCG@20 - retrain's|
+  (the mean over the requests), ``*_ci`` the half-width of its 95 % t-interval (empty for one
+  request); empty for retrain itself and where the run has no retrain.
 
     python benchmarks/scale_summary.py benchmarks/results/scale_vbpr_final.json \\
-        benchmarks/results/scale_mmgcn_final.json benchmarks/results/latency_clothing.json
+        benchmarks/results/scale_mmgcn_final.json benchmarks/results/latency_clothing.json \\
+        benchmarks/results/scale_vbpr_beta3.json --affinity scale_vbpr_beta3=3
 """
 import argparse
 import csv
 import io
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -29,7 +42,8 @@ sys.path[:0] = [str(HERE.parent)]
 
 from recbole_tru.files import write_text  # noqa: E402
 
-COLUMNS = ("backbone", "size", "request", "method", "seconds", "speedup", "forced", "generator_affinity")
+COLUMNS = ("backbone", "size", "request", "method", "seconds", "speedup", "forced", "generator_affinity",
+           "requests", "forget_gap", "forget_gap_ci", "retain_gap", "retain_gap_ci")
 BEFORE_RECORDS = 1.5          # the generator's affinity in every report that does not record it
 
 
@@ -44,28 +58,79 @@ def _forced(entry):
     return int((entry.get("config") or {}).get("tru_stop_delta", None) == 0)
 
 
-def _affinity(generator):
-    return float((generator or {}).get("affinity", BEFORE_RECORDS))
+def _affinity(generator, unrecorded=BEFORE_RECORDS):
+    return float((generator or {}).get("affinity", unrecorded))
 
 
-def scale_rows(report):
+NO_GAPS = {"requests": 1, "forget_gap": "", "forget_gap_ci": "", "retain_gap": "", "retain_gap_ci": ""}
+
+
+def _gap(value, digits=4):
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def scale_rows(report, unrecorded=BEFORE_RECORDS):
     rows = []
     for cell in report["unlearn"]:
-        affinity = _affinity((report.get("data") or {}).get(cell["size"], {}).get("generator"))
+        affinity = _affinity((report.get("data") or {}).get(cell["size"], {}).get("generator"), unrecorded)
         for forget in cell["forget"]:
             methods = forget["methods"]
-            retrain = (methods.get("retrain") or {}).get("seconds")
+            retrain = methods.get("retrain") or {}
             for name, entry in methods.items():
                 if entry.get("seconds") is None:
                     continue
-                speedup = "" if retrain is None or name == "retrain" else f"{retrain / entry['seconds']:.1f}"
+                judged = retrain.get("seconds") is not None and name != "retrain"
+                speedup = f"{retrain['seconds'] / entry['seconds']:.1f}" if judged else ""
+                gaps = dict(NO_GAPS)
+                if judged and "forget_recall@20" in entry and "forget_recall@20" in retrain:
+                    gaps["forget_gap"] = _gap(abs(entry["forget_recall@20"] - retrain["forget_recall@20"]))
+                    gaps["retain_gap"] = _gap(abs(entry["test_ndcg@20"] - retrain["test_ndcg@20"]))
                 rows.append({"backbone": cell["model"], "size": cell["size"], "request": _request(forget["forget"]),
                              "method": name, "seconds": f"{entry['seconds']:.3f}", "speedup": speedup,
-                             "forced": _forced(entry), "generator_affinity": affinity})
+                             "forced": _forced(entry), "generator_affinity": affinity, **gaps})
     return rows
 
 
-def latency_rows(report):
+def _half_width(interval):
+    if interval.get("ci_low") is None:
+        return None
+    return (interval["ci_high"] - interval["ci_low"]) / 2
+
+
+def requests_rows(report, unrecorded=BEFORE_RECORDS):
+    """Rows of an ``unlearning.py`` report: per cell and method the median seconds over the
+    requests, retrain's median / the method's, and the gaps' means with their intervals."""
+    rows = []
+    size = report["dataset"].removeprefix("synthetic-")
+    affinity = _affinity(report.get("data_generator"), unrecorded)
+    for cell in report["cells"]:
+        if not cell["requests"]:
+            continue
+        label = cell["regime"]                               # user, item: whole users / items deleted
+        if label == "interaction":
+            label = f"{round(cell['requests'][0]['forget']['share_of_train'] * 100):g}%"
+        per_method = {}
+        for record in cell["requests"]:
+            for name, entry in record["methods"].items():
+                if entry.get("seconds") is not None:
+                    per_method.setdefault(name, []).append(entry["seconds"])
+        retrain = statistics.median(per_method["retrain"]) if "retrain" in per_method else None
+        for name, seconds in per_method.items():
+            agg = cell["aggregate"].get(name, {})
+            judged = name != "retrain" and retrain is not None
+            gaps = {"requests": len(seconds)}
+            for key in ("forget_gap", "retain_gap"):
+                interval = agg.get(key) or {}
+                gaps[key] = _gap(interval.get("mean")) if judged else ""
+                gaps[f"{key}_ci"] = _gap(_half_width(interval)) if judged and interval else ""
+            rows.append({"backbone": cell["model"], "size": size, "request": label, "method": name,
+                         "seconds": f"{statistics.median(seconds):.3f}",
+                         "speedup": f"{retrain / statistics.median(seconds):.1f}" if judged else "",
+                         "forced": 0, "generator_affinity": affinity, **gaps})
+    return rows
+
+
+def latency_rows(report, unrecorded=BEFORE_RECORDS):
     rows = []
     for record in report["backbones"]:
         size = record["dataset"].removeprefix("synthetic-")
@@ -73,20 +138,40 @@ def latency_rows(report):
         for kind, summary in record["summary"].items():
             rows.append({"backbone": record["model"], "size": size, "request": f"one-{kind}",
                          "method": report["method"], "seconds": f"{summary['median_seconds']:.3f}", "speedup": "",
-                         "forced": forced, "generator_affinity": _affinity(report.get("generator"))})
+                         "forced": forced, "generator_affinity": _affinity(report.get("generator"), unrecorded),
+                         **NO_GAPS})
     return rows
 
 
-def summary_rows(reports):
-    rows = []
-    for report in reports:
-        if "unlearn" in report:
-            rows += scale_rows(report)
-        elif "backbones" in report and "kinds" in report:
-            rows += latency_rows(report)
-        else:
-            raise ValueError("not a scale.py or latency.py report (no 'unlearn' nor 'backbones' + 'kinds')")
-    return rows
+def summary_rows(report, unrecorded=BEFORE_RECORDS):
+    """The rows of one report of any of the three benchmarks (``unrecorded``: the generator's
+    affinity where the report does not record it)."""
+    if "unlearn" in report:
+        return scale_rows(report, unrecorded)
+    if "backbones" in report and "kinds" in report:
+        return latency_rows(report, unrecorded)
+    if "cells" in report and "dataset" in report:
+        return requests_rows(report, unrecorded)
+    raise ValueError("not a scale.py, latency.py or unlearning.py report (no 'unlearn', 'backbones' + 'kinds' "
+                     "nor 'cells' + 'dataset')")
+
+
+def _recorded(report):
+    if "unlearn" in report:
+        return any((d or {}).get("generator") for d in (report.get("data") or {}).values())
+    return bool(report.get("generator") or report.get("data_generator"))
+
+
+def parse_affinities(specs):
+    """``["STEM=BETA", ...]`` -> ``{stem: beta}`` (an error names the malformed one)."""
+    out = {}
+    for spec in specs:
+        stem, _, beta = spec.partition("=")
+        try:
+            out[stem] = float(beta)
+        except ValueError:
+            raise SystemExit(f"--affinity {spec!r}: expected REPORT_STEM=BETA, e.g. scale_vbpr_beta3=3") from None
+    return out
 
 
 def csv_text(rows):
@@ -99,15 +184,24 @@ def csv_text(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("reports", nargs="+", help="scale*.json and latency*.json files")
+    parser.add_argument("reports", nargs="+", help="scale*.json, latency*.json and unlearning.json files")
+    parser.add_argument("--affinity", action="append", default=[], metavar="STEM=BETA",
+                        help="the generator's affinity of a report (by file stem) that does not record it")
     parser.add_argument("--out", default=str(HERE / "results" / "scale_summary.csv"))
     args = parser.parse_args(argv)
+    affinities = parse_affinities(args.affinity)
+    unknown = set(affinities) - {Path(p).stem for p in args.reports}
+    if unknown:
+        raise SystemExit(f"--affinity names {sorted(unknown)}, which are not among the reports")
     rows = []
     for path in args.reports:
         try:
-            rows += summary_rows([json.loads(Path(path).read_text(encoding="utf-8"))])
+            report = json.loads(Path(path).read_text(encoding="utf-8"))
+            if Path(path).stem in affinities and _recorded(report):
+                raise SystemExit(f"{path}: records its generator; --affinity is for reports that do not")
+            rows += summary_rows(report, affinities.get(Path(path).stem, BEFORE_RECORDS))
         except (OSError, ValueError, KeyError) as error:
-            raise SystemExit(f"{path}: cannot read it as a scale.py or latency.py report ({error!r})")
+            raise SystemExit(f"{path}: cannot read it as a scale.py, latency.py or unlearning.py report ({error!r})")
     text = csv_text(rows)
     write_text(args.out, text, replace=True)
     print(text, end="")

@@ -186,7 +186,10 @@ def main(argv=None):
     wall = time.perf_counter() - start
     report = {"command": " ".join(["python benchmarks/unlearning.py"] + (argv if argv is not None else sys.argv[1:])),
               "environment": {**environment(), "workers": args.workers, "threads_per_worker": args.threads},
-              "wall_seconds": wall, "requests": args.requests, "forget_seeds": list(forget_seeds(args)),
+              "wall_seconds": wall, "dataset": args.dataset,
+              # the synthetic generator's knobs (recbole_tru.data.builders.synthetic), None on real data
+              "data_generator": next((t["data_generator"] for t in trained if t.get("data_generator")), None),
+              "requests": args.requests, "forget_seeds": list(forget_seeds(args)),
               "originals_model_seeds": list(TRAIN_SEEDS[:args.train_seeds]), "confidence": 0.95,
               "ci_method": "Student-t interval of the mean over requests",
               "paired_test": "exact two-sided sign test; paired mean difference with its t-interval",

@@ -9,6 +9,7 @@ from recbole_tru.audit import REFERENCES, SHADOW, Audit, audit_rng
 from recbole_tru.audit.likelihood import train_references
 from recbole_tru.audit.shadow import train_shadow
 from recbole_tru.config import Config
+from recbole_tru.data.builders.synthetic import generator_of
 from recbole_tru.data.forget import select_forget
 from recbole_tru.data.retained import UnlearnData
 from recbole_tru.quick_start import run_recbole_tru
@@ -174,4 +175,5 @@ def original_job(job):
     if "sisa" in job["methods"]:
         get_unlearn_trainer("sisa")(config, pipeline.start_from(config, data, original), data).train_original()
     return {"model": job["model"], "regime": job["regime"], "original": job["original"], "summary": summary,
-            "cached": cached, "wall_seconds": time.perf_counter() - start}
+            "cached": cached, "wall_seconds": time.perf_counter() - start,
+            "data_generator": generator_of(config["data_path"])}   # a synthetic folder's knobs, else None

@@ -293,10 +293,12 @@ def test_vbpr_catalogue_content_is_reused_across_user_and_item_id_updates(make_c
 def test_scale_summary_rows_from_both_benchmarks(tmp_path):
     """scale_summary.csv: a share request is labelled as a percentage, a count as itself; the
     speedup is retrain's seconds / the method's from the same run (empty without a retrain);
-    a variant with tru_stop_delta 0 is marked forced; each row names its data's generator affinity."""
+    a variant with tru_stop_delta 0 is marked forced; each row names its data's generator affinity;
+    the gaps of a one-request run are |recall - retrain's| and |NDCG - retrain's|, without an interval."""
     summary = load_benchmark("scale_summary")
     scale_report = {"data": {"baby": {"generator": {"affinity": 3.0}}}, "unlearn": [{"model": "MMGCN", "size": "baby", "forget": [
-        {"forget": 0.05, "methods": {"retrain": {"seconds": 100.0}, "tru": {"seconds": 4.0},
+        {"forget": 0.05, "methods": {"retrain": {"seconds": 100.0, "forget_recall@20": 0.10, "test_ndcg@20": 0.05},
+                                     "tru": {"seconds": 4.0, "forget_recall@20": 0.125, "test_ndcg@20": 0.049},
                                      "tru[delta=0]": {"seconds": 8.0, "config": {"tru_stop_delta": 0.0}},
                                      "sisa": {"seconds": None, "note": "not available"}}},
         {"forget": 250, "methods": {"tru": {"seconds": 0.5}}}]}]}
@@ -309,13 +311,48 @@ def test_scale_summary_rows_from_both_benchmarks(tmp_path):
     out = tmp_path / "scale_summary.csv"
     summary.main([*map(str, paths), "--out", str(out)])
     lines = out.read_text().splitlines()
-    assert lines == ["backbone,size,request,method,seconds,speedup,forced,generator_affinity",
-                     "MMGCN,baby,5%,retrain,100.000,,0,3.0",
-                     "MMGCN,baby,5%,tru,4.000,25.0,0,3.0",
-                     "MMGCN,baby,5%,tru[delta=0],8.000,12.5,1,3.0",
-                     "MMGCN,baby,250,tru,0.500,,0,3.0",
-                     "VBPR,clothing,one-user,tru,0.250,,0,1.5"]      # no record: the generator before records
+    assert lines == ["backbone,size,request,method,seconds,speedup,forced,generator_affinity,"
+                     "requests,forget_gap,forget_gap_ci,retain_gap,retain_gap_ci",
+                     "MMGCN,baby,5%,retrain,100.000,,0,3.0,1,,,,",
+                     "MMGCN,baby,5%,tru,4.000,25.0,0,3.0,1,0.0250,,0.0010,",
+                     "MMGCN,baby,5%,tru[delta=0],8.000,12.5,1,3.0,1,,,,",
+                     "MMGCN,baby,250,tru,0.500,,0,3.0,1,,,,",
+                     "VBPR,clothing,one-user,tru,0.250,,0,1.5,1,,,,"]      # no record: the generator before records
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(SystemExit, match="bad.json"):
         summary.main([str(tmp_path / "bad.json"), "--out", str(tmp_path / "x.csv")])
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_scale_summary_repeated_requests_and_an_unrecorded_generator(tmp_path):
+    """Rows of an unlearning.py report on synthetic data: the median seconds over the requests,
+    retrain's median / the method's, the gaps' means with their t-interval half-widths (hand-
+    computed: two requests, t(1) = 12.706); --affinity gives the generator of a report without a
+    record, and is refused for one that has it."""
+    summary = load_benchmark("scale_summary")
+
+    def request(retrain_s, tru_s):
+        return {"forget": {"share_of_train": 0.0500025}, "methods": {
+            "original": {"forget_gap": 0.3}, "retrain": {"seconds": retrain_s}, "tru": {"seconds": tru_s}}}
+    interval = {"mean": 0.02, "ci_low": 0.02 - 12.706 * 0.01 / 2 ** 0.5, "ci_high": 0.02 + 12.706 * 0.01 / 2 ** 0.5}
+    report = {"dataset": "synthetic-baby", "data_generator": {"affinity": 3.0}, "cells": [
+        {"model": "VBPR", "regime": "interaction", "requests": [request(200.0, 8.0), request(240.0, 12.0)],
+         "aggregate": {"tru": {"forget_gap": interval, "retain_gap": {"mean": 0.001, "ci_low": None}}}}]}
+    path = tmp_path / "unlearning.json"
+    path.write_text(json.dumps(report))
+    rows = summary.main([str(path), "--out", str(tmp_path / "s.csv")])
+    assert rows[0] == {**rows[0], "method": "retrain", "seconds": "220.000", "speedup": "", "forget_gap": "",
+                       "requests": 2}
+    assert rows[1] == {"backbone": "VBPR", "size": "baby", "request": "5%", "method": "tru", "seconds": "10.000",
+                       "speedup": "22.0", "forced": 0, "generator_affinity": 3.0, "requests": 2,
+                       "forget_gap": "0.0200", "forget_gap_ci": f"{12.706 * 0.01 / 2 ** 0.5:.4f}",
+                       "retain_gap": "0.0010", "retain_gap_ci": ""}
+    with pytest.raises(SystemExit, match="records its generator"):
+        summary.main([str(path), "--affinity", "unlearning=3", "--out", str(tmp_path / "s.csv")])
+    del report["data_generator"]
+    path.write_text(json.dumps(report))
+    assert summary.main([str(path), "--out", str(tmp_path / "s.csv")])[1]["generator_affinity"] == 1.5
+    assert summary.main([str(path), "--affinity", "unlearning=3", "--out", str(tmp_path / "s.csv")])[1][
+        "generator_affinity"] == 3.0
+    with pytest.raises(SystemExit, match="not among the reports"):
+        summary.main([str(path), "--affinity", "other=3", "--out", str(tmp_path / "s.csv")])
