@@ -10,10 +10,18 @@ after the first"), paired within each chain: ``d = gap(last) - 2 * gap(first)``,
 when ``mean(d) <= 0``, clearly met when its interval lies below 0, clearly missed above. The
 unlearning latency is pooled over the chains' requests (median, p95).
 
+A single retrain is a noisy judge (two retrainings of one deletion differ by up to 0.007 in test
+NDCG@20 on ml-100k-mm). With ``--noise``, the reports of ``stream_noise.py`` on the chains (extra
+retrainings with other model seeds at the first and last judged requests; matched to a chain by
+its command) give each chain's forget and retain gap averaged over all its retrainings, and the
+drift test is repeated on those averages.
+
     python benchmarks/stream.py --seed 1 --work /tmp/s1 --name stream_seed1
     python benchmarks/stream.py --seed 2 --work /tmp/s2 --name stream_seed2
     python benchmarks/stream_chains.py benchmarks/results/stream.json \\
-        benchmarks/results/stream_seed1.json benchmarks/results/stream_seed2.json
+        benchmarks/results/stream_seed1.json benchmarks/results/stream_seed2.json \\
+        --noise benchmarks/results/stream_noise.json benchmarks/results/stream_noise_seed1.json \\
+        benchmarks/results/stream_noise_seed2.json
 
 Writes ``<out>/<name>.json``, ``.md`` and ``.png`` (default ``benchmarks/results/stream_chains``).
 Reads JSON only: it trains and times nothing.
@@ -59,6 +67,51 @@ def load_chains(paths):
     return reports
 
 
+def drift_test(firsts, lasts):
+    """The paired test of "the last gap stays within 2x of the first" over chains."""
+    d = t_interval([b - 2 * a for a, b in zip(firsts, lasts)])
+    verdict = ("clearly met" if d["ci_high"] is not None and d["ci_high"] < 0 else
+               "clearly missed" if d["ci_low"] is not None and d["ci_low"] > 0 else
+               "met on the mean" if d["mean"] <= 0 else "missed on the mean")
+    return {"first": t_interval(firsts), "last": t_interval(lasts), "last_minus_twice_first": d,
+            "chains_within_2x": int(sum(b <= 2 * a for a, b in zip(firsts, lasts))), "verdict": verdict}
+
+
+NOISE_GAPS = {"forget_gap": "forget", "retain_gap": "ndcg"}
+
+
+def seed_averaged(summary, reports, noise_paths):
+    """Each chain's forget and retain gap at its first and last judged request averaged over its
+    retrainings (the stream's own and ``stream_noise.py``'s), and the drift test on those."""
+    noises = {}
+    for path in noise_paths:
+        try:
+            noise = json.loads(Path(path).read_text())
+            noises[noise["stream_command"]] = (str(path), noise)
+        except (OSError, json.JSONDecodeError, KeyError) as err:
+            raise SystemExit(f"{path}: not a stream_noise.py report ({err!r})")
+    for report in reports:
+        if report["command"] not in noises:
+            raise SystemExit(f"{report['path']}: no --noise report of this chain (its command: {report['command']})")
+    for b in summary["backbones"]:
+        per_chain = []
+        for report in reports:
+            path, noise = noises[report["command"]]
+            record = next(x for x in report["backbones"] if x["model"] == b["model"])
+            ends = (record["judged"][0]["request"], record["judged"][-1]["request"])
+            rows = {r["request"]: r for r in noise["rows"] if r["model"] == b["model"]}
+            if any(e not in rows for e in ends):
+                raise SystemExit(f"{path}: {b['model']} needs retrainings at requests {ends} (--points)")
+            per_chain.append({key: [float(np.mean(rows[e]["chain_gaps"][field])) for e in ends]
+                              for key, field in NOISE_GAPS.items()}
+                             | {"retrainings": len(rows[ends[0]]["chain_gaps"]["ndcg"])})
+        b["seed_averaged"] = {
+            "retrainings_per_point": [c["retrainings"] for c in per_chain],
+            "drift": {key: drift_test([c[key][0] for c in per_chain], [c[key][1] for c in per_chain])
+                      for key in NOISE_GAPS}}
+    summary["noise_reports"] = [noises[r["command"]][0] for r in reports]
+
+
 def combine(reports):
     """Per backbone: per judged point the t-interval of each gap over the chains (and of the
     original's), the paired drift test, the pooled latency."""
@@ -84,17 +137,8 @@ def combine(reports):
                 row[key] = t_interval([r["judged"][i][key] for r in records])
                 row[f"original_{key}"] = t_interval([r["judged"][i]["original_gaps"][key] for r in records])
             judged.append(row)
-        drift = {}
-        for key in GAPS:
-            firsts = [r["judged"][0][key] for r in records]
-            lasts = [r["judged"][-1][key] for r in records]
-            d = t_interval([b - 2 * a for a, b in zip(firsts, lasts)])
-            verdict = ("clearly met" if d["ci_high"] is not None and d["ci_high"] < 0 else
-                       "clearly missed" if d["ci_low"] is not None and d["ci_low"] > 0 else
-                       "met on the mean" if d["mean"] <= 0 else "missed on the mean")
-            drift[key] = {"first": t_interval(firsts), "last": t_interval(lasts), "last_minus_twice_first": d,
-                          "chains_within_2x": int(sum(b <= 2 * a for a, b in zip(firsts, lasts))),
-                          "verdict": verdict}
+        drift = {key: drift_test([r["judged"][0][key] for r in records], [r["judged"][-1][key] for r in records])
+                 for key in GAPS}
         seconds = np.concatenate([[q["seconds"] for q in r["requests"]] for r in records])
         whole = np.concatenate([[q["request_seconds"] for q in r["requests"]] for r in records])
         out["backbones"].append({
@@ -114,6 +158,14 @@ def _ci(t, digits=4):
     return f"{t['mean']:.{digits}f} ± {(t['ci_high'] - t['ci_low']) / 2:.{digits}f}"
 
 
+def _drift_row(b, key, drift):
+    d = drift["last_minus_twice_first"]
+    interval = f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]" if d["ci_low"] is not None \
+        else f"{d['mean']:+.4f}"
+    return (f"| {b['model']} | {key.replace('_', ' ')} | {_ci(drift['first'])} | {_ci(drift['last'])} "
+            f"| {interval} | {drift['chains_within_2x']}/{b['chains']} | {drift['verdict']} |")
+
+
 def markdown(summary):
     seeds = ", ".join(str(c["seed"]) for c in summary["chains"])
     lines = [f"{len(summary['chains'])} chains of {summary['requests']} requests per backbone (`stream.py --seed` "
@@ -124,12 +176,7 @@ def markdown(summary):
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for b in summary["backbones"]:
         for key in GAPS:
-            drift = b["drift"][key]
-            d = drift["last_minus_twice_first"]
-            interval = f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]" if d["ci_low"] is not None \
-                else f"{d['mean']:+.4f}"
-            lines.append(f"| {b['model']} | {key.replace('_', ' ')} | {_ci(drift['first'])} | {_ci(drift['last'])} "
-                         f"| {interval} | {drift['chains_within_2x']}/{b['chains']} | {drift['verdict']} |")
+            lines.append(_drift_row(b, key, b["drift"][key]))
     lines += ["", "<!-- table-2 -->",
               "| backbone | request | deleted so far | forget gap | retain gap | MIA distance "
               "| unedited original: forget gap | retain gap | MIA distance |",
@@ -146,6 +193,15 @@ def markdown(summary):
         lat = b["latency"]
         lines.append(f"| {b['model']} | {lat['requests']} | {lat['median_seconds']:.2f} | {lat['p95_seconds']:.2f} "
                      f"| {' / '.join(f'{m:.2f}' for m in lat['chain_medians'])} | {lat['median_request_seconds']:.1f} |")
+    if any("seed_averaged" in b for b in summary["backbones"]):
+        lines += ["", "Averaged over each chain's retrainings (the stream's own and `stream_noise.py`'s, "
+                  "per chain " + " / ".join(str(n) for n in summary["backbones"][0]["seed_averaged"]
+                                            ["retrainings_per_point"]) + "):", "", "<!-- table-4 -->",
+                  "| backbone | gap | after request 1 | after the last | last − 2 × first [95 % CI] "
+                  "| chains within 2x | verdict |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for b in summary["backbones"]:
+            for key, drift in b["seed_averaged"]["drift"].items():
+                lines.append(_drift_row(b, key, drift))
     return "\n".join(lines) + "\n"
 
 
@@ -178,13 +234,17 @@ def plot(summary, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reports", nargs="+", help="stream.py JSON reports of chains with distinct --seed")
+    parser.add_argument("--noise", nargs="*", default=[], help="stream_noise.py reports, one per chain")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--name", default="stream_chains")
     args = parser.parse_args(argv)
     if len(args.reports) < 2:
         parser.error("give at least two chains (a mean over one chain has no interval)")
-    summary = combine(load_chains(args.reports))
-    summary["command"] = "python benchmarks/stream_chains.py " + " ".join(args.reports)
+    reports = load_chains(args.reports)
+    summary = combine(reports)
+    if args.noise:
+        seed_averaged(summary, reports, args.noise)
+    summary["command"] = "python benchmarks/stream_chains.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     write_texts(out, args.name, (("json", json.dumps(summary, indent=2)), ("md", markdown(summary))))
     plot(summary, out / f"{args.name}.png")

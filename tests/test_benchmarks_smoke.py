@@ -376,3 +376,31 @@ def test_stream_chains_mean_over_chains_and_the_2x_drift_test(tmp_path):
     assert (tmp_path / "r" / "stream_chains.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="seeds"):
         load("stream_chains").main([paths[0], paths[0], "--out", str(tmp_path / "r")])
+
+
+def test_stream_chains_gaps_averaged_over_each_chains_retrainings(tmp_path):
+    """--noise: each chain's gap at its first and last judged request is the mean of its gaps to
+    all its retrainings (stream_noise.py's chain_gaps), matched to the chain by its command; a
+    chain without its noise report is refused."""
+    paths, noises = [], []
+    for seed in (0, 1):
+        report = _chain_report(seed, (0.01, 0.002, 0.1), (0.01, 0.002, 0.1), (0.1,))
+        paths.append(tmp_path / f"s{seed}.json")
+        paths[-1].write_text(json.dumps(report))
+        rows = [{"model": "VBPR", "request": r, "chain_gaps": {"forget": [0.01, 0.03 + seed * 0.01, 0.02],
+                                                                "ndcg": [0.004, 0.002, 0.0 + r * 0.003]}}
+                for r in (1, 2)]
+        noises.append(tmp_path / f"n{seed}.json")
+        noises[-1].write_text(json.dumps({"stream_command": report["command"], "rows": rows}))
+    module = load("stream_chains")
+    summary = module.main([*map(str, paths), "--noise", *map(str, noises), "--out", str(tmp_path / "r")])
+    (b,) = summary["backbones"]
+    forget = b["seed_averaged"]["drift"]["forget_gap"]
+    assert forget["first"]["mean"] == pytest.approx((0.06 / 3 + 0.07 / 3) / 2)       # chain means 0.02, 0.0233
+    assert forget["verdict"] == "clearly met"                    # last = first in both chains: d = -first < 0
+    retain = b["seed_averaged"]["drift"]["retain_gap"]
+    assert retain["first"]["mean"] == pytest.approx(0.009 / 3) and retain["last"]["mean"] == pytest.approx(0.012 / 3)
+    assert b["seed_averaged"]["retrainings_per_point"] == [3, 3]
+    assert "<!-- table-4 -->" in (tmp_path / "r" / "stream_chains.md").read_text()
+    with pytest.raises(SystemExit, match="no --noise report"):
+        module.main([*map(str, paths), "--noise", str(noises[0]), "--out", str(tmp_path / "r")])
