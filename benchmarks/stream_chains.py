@@ -40,6 +40,7 @@ from recbole_tru.files import save_png, write_texts  # noqa: E402
 from recbole_tru.stats import t_interval  # noqa: E402
 
 GAPS = ("forget_gap", "retain_gap", "mia_distance")
+LABELS = {"forget_gap": "forget gap", "retain_gap": "retain gap", "mia_distance": "MIA distance"}
 
 
 def load_chains(paths):
@@ -162,7 +163,7 @@ def _drift_row(b, key, drift):
     d = drift["last_minus_twice_first"]
     interval = f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]" if d["ci_low"] is not None \
         else f"{d['mean']:+.4f}"
-    return (f"| {b['model']} | {key.replace('_', ' ')} | {_ci(drift['first'])} | {_ci(drift['last'])} "
+    return (f"| {b['model']} | {LABELS[key]} | {_ci(drift['first'])} | {_ci(drift['last'])} "
             f"| {interval} | {drift['chains_within_2x']}/{b['chains']} | {drift['verdict']} |")
 
 
@@ -221,7 +222,7 @@ def plot(summary, path):
             ax.fill_between(xs, np.maximum(low, 0), high, color=line.get_color(), alpha=0.2)
             ax.plot(xs, [2 * mean[0]] * len(xs), linestyle=":", color=line.get_color(),
                     label=f"{b['model']} 2x request 1")
-            ax.set_title(f"{key.replace('_', ' ')} to the cumulative retrain")
+            ax.set_title(f"{LABELS[key]} to the cumulative retrain")
             ax.set_xlabel("requests so far")
     for ax in axes:
         ax.grid(alpha=0.3)
