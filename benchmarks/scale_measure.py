@@ -253,6 +253,12 @@ def measure_unlearn(task):
             judge = Judge(config, data, model)
             row["methods"]["retrain"] = {"seconds": trainer.seconds, "runs": [trainer.seconds],
                                          "epochs": trainer.summary["epochs"], **_quality(judge.reference)}
+            # untimed reference points: the model before the request (a graph backbone with its own
+            # graph, the forgotten edges included) and where every method starts (its parameters on
+            # the retained data: for MMGCN the graph edit alone)
+            row["reference_points"] = {
+                "original": _quality(judge.metrics(original)),
+                "start": _quality(judge.metrics(pipeline.start_from(config, data, original)))}
         variants = task.get("variants", {}) if spec.get("retrain") else {}
         for name in list(spec["methods"]) + list(variants):
             method = name.split("[")[0]

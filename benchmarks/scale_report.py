@@ -12,6 +12,11 @@ def fmt(x, digits=2):
     return _fmt(x, digits)
 
 
+# (key in a forget row's "reference_points", its row label, its note): judged beside the methods
+REFERENCE_POINTS = (("original", "(original)", "the model before the request, with its own graph; untimed"),
+                    ("start", "(start)", "its parameters on the retained data, where every method starts; untimed"))
+
+
 def markdown(report):
     commands = report.get("commands") or [(report["command"], report["seconds"]["total"])]
     lines = ["All data sets are SYNTHETIC, with the user/item/interaction counts of Amazon Baby, Sports "
@@ -69,6 +74,11 @@ def markdown(report):
                     note = m.get("note") or (f"{m['epochs']} epochs" if name == "retrain" else m.get("stop_reason", ""))
                     lines.append(f"| synthetic-{r['size']} | {r['model']} | {f['n_forget']:,} | {name} | {fmt(m.get('seconds'))} | "
                                  f"{fmt(speed, 1)} | {fmt(m.get('test_ndcg@20'), 4)} | {fmt(m.get('forget_recall@20'), 4)} | {note or ''} |")
+                for key, label, note in REFERENCE_POINTS:
+                    m = (f.get("reference_points") or {}).get(key)
+                    if m:
+                        lines.append(f"| synthetic-{r['size']} | {r['model']} | {f['n_forget']:,} | {label} | | | "
+                                     f"{fmt(m['test_ndcg@20'], 4)} | {fmt(m['forget_recall@20'], 4)} | {note} |")
             lines.append(f"| synthetic-{r['size']} | {r['model']} | | original training | {fmt(r['original']['seconds'])} | | | | "
                          f"{r['original']['epochs']} epochs (max {r.get('epochs')}, stopping step {r.get('stopping_step')}), "
                          f"peak RSS {r['peak_rss_mb']:.0f} MB |")

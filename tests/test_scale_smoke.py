@@ -55,8 +55,14 @@ def test_scale_benchmark_end_to_end_at_tiny_size(scale, tmp_path, monkeypatch):
         variant = fixed["methods"]["tru[no repair]"]
         assert variant["config"] == {"tru_repair_epochs": 0} and "repair_epochs" not in variant["phases"]
         assert "tru[no repair]" not in sweep["methods"]
+        # judged beside the methods where there is a retrain: the original and the start state
+        points = fixed["reference_points"]
+        assert set(points) == {"original", "start"} and "reference_points" not in sweep
+        if row["model"] == "VBPR":            # no graph: the start state scores as the original
+            assert points["start"] == points["original"]
     text = (out / "scale.md").read_text()
     assert "SYNTHETIC" in text and "| synthetic-tiny | VBPR | 40 | tru |" in text
+    assert "| synthetic-tiny | MMGCN | 40 | (start) | | |" in text
     merged = scale.main(["--merge", str(out / "scale.json"), str(out / "scale.json"), "--out", str(tmp_path / "m")])
     assert len(merged["unlearn"]) == 2 * len(report["unlearn"]) and len(merged["commands"]) == 2
     assert (tmp_path / "m" / "scale_unlearn.png").is_file()
