@@ -61,6 +61,7 @@ def test_unlearning_benchmark_repeated_requests(tiny, tmp_path):
     assert set(cell["ablation_paired"]) == set(load("unlearning_jobs").ABLATIONS) - {"tru"}
     assert cell["variance"]["originals"] == [0, 1]
     assert report["environment"]["packages"]["torch"] and report["environment"]["torch_threads"] == 1
+    assert report["dataset"] == TINY and report["data_generator"] is None    # not a synthetic generator's folder
     with open(out / "unlearning_summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["backbone", "regime", "method", "metric", "n", "mean", "ci_low", "ci_high"]
