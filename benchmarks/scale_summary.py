@@ -108,7 +108,11 @@ def requests_rows(report, unrecorded=BEFORE_RECORDS):
             continue
         label = cell["regime"]                               # user, item: whole users / items deleted
         if label == "interaction":
-            label = f"{round(cell['requests'][0]['forget']['share_of_train'] * 100):g}%"
+            forget = cell["requests"][0]["forget"]
+            percent = forget["share_of_train"] * 100
+            # a whole percentage as scale.py's share requests are labelled, else the count (1000)
+            label = f"{round(percent)}%" if round(percent) >= 1 and abs(percent - round(percent)) < 0.01 \
+                else str(forget["interactions"])
         per_method = {}
         for record in cell["requests"]:
             for name, entry in record["methods"].items():

@@ -338,7 +338,7 @@ def test_scale_summary_repeated_requests_and_an_unrecorded_generator(tmp_path):
     summary = load_benchmark("scale_summary")
 
     def request(retrain_s, tru_s):
-        return {"forget": {"share_of_train": 0.0500025}, "methods": {
+        return {"forget": {"share_of_train": 0.0500025, "interactions": 6017}, "methods": {
             "original": {"forget_gap": 0.3}, "retrain": {"seconds": retrain_s}, "tru": {"seconds": tru_s}}}
     interval = {"mean": 0.02, "ci_low": 0.02 - 12.706 * 0.01 / 2 ** 0.5, "ci_high": 0.02 + 12.706 * 0.01 / 2 ** 0.5}
     report = {"dataset": "synthetic-baby", "data_generator": {"affinity": 3.0}, "cells": [
@@ -353,6 +353,9 @@ def test_scale_summary_repeated_requests_and_an_unrecorded_generator(tmp_path):
                        "speedup": "22.0", "forced": 0, "generator_affinity": 3.0, "requests": 2,
                        "forget_gap": "0.0200", "forget_gap_ci": f"{12.706 * 0.01 / 2 ** 0.5:.4f}",
                        "retain_gap": "0.0010", "retain_gap_ci": ""}
+    report["cells"][0]["requests"][0]["forget"] = {"share_of_train": 1000 / 120340, "interactions": 1000}
+    path.write_text(json.dumps(report))
+    assert summary.main([str(path), "--out", str(tmp_path / "s.csv")])[1]["request"] == "1000"   # not "1%"
     with pytest.raises(SystemExit, match="records its generator"):
         summary.main([str(path), "--affinity", "unlearning=3", "--out", str(tmp_path / "s.csv")])
     del report["data_generator"]
