@@ -120,6 +120,7 @@ def requests_rows(report, unrecorded=BEFORE_RECORDS):
                     per_method.setdefault(name, []).append(entry["seconds"])
         retrain = statistics.median(per_method["retrain"]) if "retrain" in per_method else None
         for name, seconds in per_method.items():
+            median = statistics.median(seconds)
             agg = cell["aggregate"].get(name, {})
             judged = name != "retrain" and retrain is not None
             gaps = {"requests": len(seconds)}
@@ -128,8 +129,7 @@ def requests_rows(report, unrecorded=BEFORE_RECORDS):
                 gaps[key] = _gap(interval.get("mean")) if judged else ""
                 gaps[f"{key}_ci"] = _gap(_half_width(interval)) if judged and interval else ""
             rows.append({"backbone": cell["model"], "size": size, "request": label, "method": name,
-                         "seconds": f"{statistics.median(seconds):.3f}",
-                         "speedup": f"{retrain / statistics.median(seconds):.1f}" if judged else "",
+                         "seconds": f"{median:.3f}", "speedup": f"{retrain / median:.1f}" if judged else "",
                          "forced": 0, "generator_affinity": affinity, **gaps})
     return rows
 

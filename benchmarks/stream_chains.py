@@ -38,6 +38,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from recbole_tru.files import save_png, write_texts  # noqa: E402
 from recbole_tru.stats import t_interval  # noqa: E402
+from unlearning_report import pm  # noqa: E402
 
 GAPS = ("forget_gap", "retain_gap", "mia_distance")
 LABELS = {"forget_gap": "forget gap", "retain_gap": "retain gap", "mia_distance": "MIA distance"}
@@ -151,19 +152,11 @@ def combine(reports):
     return out
 
 
-def _ci(t, digits=4):
-    if t["mean"] is None:
-        return ""
-    if t["ci_low"] is None:
-        return f"{t['mean']:.{digits}f}"
-    return f"{t['mean']:.{digits}f} ± {(t['ci_high'] - t['ci_low']) / 2:.{digits}f}"
-
-
 def _drift_row(b, key, drift):
     d = drift["last_minus_twice_first"]
     interval = f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]" if d["ci_low"] is not None \
         else f"{d['mean']:+.4f}"
-    return (f"| {b['model']} | {LABELS[key]} | {_ci(drift['first'])} | {_ci(drift['last'])} "
+    return (f"| {b['model']} | {LABELS[key]} | {pm(drift['first'])} | {pm(drift['last'])} "
             f"| {interval} | {drift['chains_within_2x']}/{b['chains']} | {drift['verdict']} |")
 
 
@@ -184,9 +177,9 @@ def markdown(summary):
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for b in summary["backbones"]:
         for p in b["judged"]:
-            lines.append(f"| {b['model']} | {p['request']} | {p['deleted']['mean']:.0f} | {_ci(p['forget_gap'])} "
-                         f"| {_ci(p['retain_gap'])} | {_ci(p['mia_distance'], 3)} | {_ci(p['original_forget_gap'])} "
-                         f"| {_ci(p['original_retain_gap'])} | {_ci(p['original_mia_distance'], 3)} |")
+            lines.append(f"| {b['model']} | {p['request']} | {p['deleted']['mean']:.0f} | {pm(p['forget_gap'])} "
+                         f"| {pm(p['retain_gap'])} | {pm(p['mia_distance'], 3)} | {pm(p['original_forget_gap'])} "
+                         f"| {pm(p['original_retain_gap'])} | {pm(p['original_mia_distance'], 3)} |")
     lines += ["", "<!-- table-3 -->",
               "| backbone | requests | unlearning s: median | p95 | per-chain medians | whole request s: median |",
               "| --- | --- | --- | --- | --- | --- |"]
