@@ -54,6 +54,8 @@ VARIANTS = {
     "gate off": {"tru_gate": False},
     "deleted items reset to init + cold items' drift": {"tru_reset_items": "cold"},
     "modality scaling off": {"tru_scaling": False},
+    "adaptive check interval": {"tru_check_adaptive": True},
+    "adaptive check interval off": {"tru_check_adaptive": False},
 }
 DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"
 
@@ -108,7 +110,8 @@ def main(argv=None):
     for model in args.models.split(","):
         for regime in args.regimes.split(","):
             print(f"== {model} / {regime}", flush=True)
-            cell = run_variants(model, regime, runs, extra, args.dataset, variants, audit=args.audit)
+            cell = run_variants(model, regime, runs, extra, args.dataset, variants, audit=args.audit,
+                                config_files=args.config_files.split() if args.config_files else None)
             report["cells"].append({"model": model, "regime": regime, **cell})
     write_texts(out, f"calibration{args.tag}", [("json", json.dumps(report, indent=1, default=float)),
                                                 ("md", markdown(report))])

@@ -98,6 +98,17 @@ def test_calibration_benchmark(tiny, tmp_path):
     assert (tmp_path / "r" / "calibration.md").is_file()
 
 
+def test_calibration_benchmark_reads_config_files(tiny, tmp_path):
+    """--config_files reaches every cell's config (a data set's own YAML, as for synthetic data):
+    a file with a bad TRU value is refused, naming the key."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tru_stop_metric: nonsense\n")
+    module = load("calibration")
+    with pytest.raises(ValueError, match="tru_stop_metric"):
+        module.main(["--models", "VBPR", "--regimes", "user", "--out", str(tmp_path / "r"), "--config_files",
+                     str(bad), *tiny])
+
+
 def test_calibration_benchmark_with_audit(tiny, tmp_path):
     """--audit adds the membership figures: the retrained reference is at distance 0 from itself,
     every variant's distance is |its AUC - retrain's|."""
