@@ -906,3 +906,58 @@ def test_a_one_item_request_stops_at_its_noise_floor(trained, model):
     assert all(c["distance"] >= c["noise"] for c in stopped[:-1])          # the first check below the floor
     same = [c["distance"] for c in runs[False].checks if "noise" in c][:len(stopped)]
     assert same == [c["distance"] for c in stopped]                          # the same run up to there
+
+
+def test_adaptive_check_interval_projects_the_distance_to_its_target():
+    """``tru_check_adaptive``: the next check comes after floor(distance / rate) steps (at or
+    before the projected crossing of 0), 1 to ``tru_check_steps``, where rate is the drop of the
+    distance per step between the last two checks (hand-computed cases); off, or without a
+    drop, it is ``tru_check_steps``."""
+    from recbole_tru.unlearn.tru import TRUTrainer
+
+    class Fake:
+        check_interval = TRUTrainer.check_interval
+
+        def __init__(self, adaptive, checks):
+            self.opts = {"check_steps": 5, "check_adaptive": adaptive}
+            self.checks = checks
+
+        def option(self, key):
+            return self.opts[key]
+
+    def record(step, distance):
+        return {"step": step, "distance": distance}
+
+    first = [record(0, 0.379)]
+    falling = [record(0, 0.379), {"step": 1, "cos_id": 0.1}, record(5, 0.134)]
+    assert Fake(True, first).check_interval() == 5                       # one check: no rate yet
+    assert Fake(False, falling).check_interval() == 5
+    # rate (0.379 - 0.134) / 5 = 0.049 per step; 0.134 / 0.049 = 2.73 -> 2
+    assert Fake(True, falling).check_interval() == 2
+    near = [record(5, 0.134), record(7, 0.06)]                           # 0.06 / 0.037 = 1.6 -> 1
+    assert Fake(True, near).check_interval() == 1
+    assert Fake(True, [record(7, 0.06), record(8, 0.001)]).check_interval() == 1     # 0.017 -> at least 1
+    slow = [record(0, 0.50), record(5, 0.49)]                             # 0.49 / 0.002 = 245
+    assert Fake(True, slow).check_interval() == 5
+    assert Fake(True, [record(0, 0.1), record(5, 0.2)]).check_interval() == 5      # rising: no projection
+    assert Fake(True, [record(0, 0.1), record(5, 0.1)]).check_interval() == 5      # flat
+
+
+def test_adaptive_checks_come_sooner_near_the_target_and_off_is_every_check_steps(trained):
+    """On a request whose distance falls fast, the adaptive schedule checks between the fixed
+    one's checks; off, the checks are exactly at multiples of ``tru_check_steps``; both schedules
+    agree up to the first check where the projection shortens the interval."""
+    runs = {}
+    for adaptive in (False, True):
+        _, _, _, trainer = trained("VBPR").setup(forget_regime="interaction", tru_check_steps=4, tru_batch_size=4,
+                                                 tru_check_adaptive=adaptive, tru_stop_delta=0.0, tru_epochs=4)
+        trainer.unlearn()
+        runs[adaptive] = [c for c in trainer.checks if "distance" in c]
+    fixed, adaptive = runs[False], runs[True]
+    assert all(c["step"] % 4 == 0 for c in fixed[:-1])                   # the last: after the final pass
+    steps = [c["step"] for c in adaptive]
+    gaps = np.diff(steps)
+    assert (gaps >= 1).all() and (gaps[:-1] <= 4).all()
+    n = next((i for i, g in enumerate(gaps) if g != 4), len(gaps))
+    assert n < len(gaps) - 1 and gaps[n] < 4                             # one check came sooner
+    assert [c["distance"] for c in adaptive[:n + 1]] == [c["distance"] for c in fixed[:n + 1]]

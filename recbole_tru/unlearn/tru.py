@@ -9,7 +9,8 @@ Three coordinated interventions, then a repair, each switched by its own config 
    routed to the affected users' rows (and, ``tru_route_items``, the ID rows of the items they
    forget), and only that isolation mask (optionally only the
    ``tru_budget`` most forget/retain-sensitive share) moves during the targeted update.
-2. **Ranking fusion gate** (``tru_gate``, ``tru_stop``): every ``tru_check_steps`` steps the
+2. **Ranking fusion gate** (``tru_gate``, ``tru_stop``): every ``tru_check_steps`` steps (sooner
+   near the stop's target, ``tru_check_adaptive``) the
    forget pairs and a reference of never-trained pairs are ranked under the current model
    (exactly, or on a seeded ``tru_rank_sample`` of the catalogue); forget pairs are
    quantile-matched to the reference and weighted by ``g = clip(tanh((log r_target - log
@@ -78,6 +79,7 @@ class TRUTrainer(UnlearnTrainer):
         self.weights = np.zeros(len(f.rows))                       # gate value per forget pair
         self.weights[self.gated] = 1.0
         self.step = 0                                              # targeted steps taken
+        self._next_check = 0                                       # the step of the next gate check
         self.stop_reason = None
         self.show_progress = False
         self.repair_pairs = None                                   # None: the gated pairs, budget × |D_f|
@@ -139,11 +141,31 @@ class TRUTrainer(UnlearnTrainer):
         return epoch + 1, repair
 
     def _stop_before_step(self):
-        """Every ``tru_check_steps`` steps: re-rank (the gate's weights) and ask the guarded stop."""
-        if self.step % int(self.option("check_steps")) != 0:
+        """At the scheduled steps (every ``tru_check_steps``, or sooner with
+        ``tru_check_adaptive``): re-rank (the gate's weights) and ask the guarded stop."""
+        if self.step < self._next_check:
             return False
         distance = self.check()
+        self._next_check = self.step + self.check_interval()
         return self.option("stop") == "guarded" and self.stopper.update(distance, self._snapshot, self._noise())
+
+    def check_interval(self):
+        """Steps to the next check: ``tru_check_steps``; with ``tru_check_adaptive``, fewer when the
+        last two checks project the distance to reach 0 (forget pairs ranked like the reference)
+        sooner: ``clip(floor(distance / rate), 1, tru_check_steps)`` with ``rate`` the drop of
+        the distance per step between them, so the next check lands at or before the projected
+        crossing. A small request moves its few pairs far in a few steps: checked every
+        ``tru_check_steps`` steps, the stop can find the distance well above 0 at one check and
+        already far past it (overshot) at the next."""
+        steps = int(self.option("check_steps"))
+        checks = [c for c in self.checks if "distance" in c]
+        if not self.option("check_adaptive") or len(checks) < 2:
+            return steps
+        (last, before) = checks[-1], checks[-2]
+        rate = (before["distance"] - last["distance"]) / max(last["step"] - before["step"], 1)
+        if rate <= 0:
+            return steps
+        return int(np.clip(np.floor(last["distance"] / rate), 1, steps))
 
     def repair(self, first_epoch):
         """Phase 3: ``tru_repair_epochs`` BPR passes over retained interactions sampled around
