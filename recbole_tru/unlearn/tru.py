@@ -10,7 +10,7 @@ Three coordinated interventions, then a repair, each switched by its own config 
    forget), and only that isolation mask (optionally only the
    ``tru_budget`` most forget/retain-sensitive share) moves during the targeted update.
 2. **Ranking fusion gate** (``tru_gate``, ``tru_stop``): every ``tru_check_steps`` steps (sooner
-   near the stop's target, ``tru_check_adaptive``) the
+   near the distance's projected crossing of 0, ``tru_check_adaptive``) the
    forget pairs and a reference of never-trained pairs are ranked under the current model
    (exactly, or on a seeded ``tru_rank_sample`` of the catalogue); forget pairs are
    quantile-matched to the reference and weighted by ``g = clip(tanh((log r_target - log
@@ -161,7 +161,7 @@ class TRUTrainer(UnlearnTrainer):
         checks = [c for c in self.checks if "distance" in c]
         if not self.option("check_adaptive") or len(checks) < 2:
             return steps
-        (last, before) = checks[-1], checks[-2]
+        last, before = checks[-1], checks[-2]
         rate = (before["distance"] - last["distance"]) / max(last["step"] - before["step"], 1)
         if rate <= 0:
             return steps
