@@ -416,3 +416,20 @@ def test_stream_chains_gaps_averaged_over_each_chains_retrainings(tmp_path):
     assert "<!-- table-4 -->" in (tmp_path / "r" / "stream_chains.md").read_text()
     with pytest.raises(SystemExit, match="no --noise report"):
         module.main([*map(str, paths), "--noise", str(noises[0]), "--out", str(tmp_path / "r")])
+
+
+def test_stop_target_benchmark(tiny, tmp_path):
+    """stop_target.py reads the stop's quantity on the retrained model and on TRU's state before
+    and after the repair; the repair's lift is the judge's difference between the two states, and
+    a regime other than interaction is refused."""
+    module = load("stop_target")
+    report = module.main(["--models", "VBPR", "--out", str(tmp_path / "r"), "--tag", "_t", *tiny])
+    (row,) = report["rows"]
+    assert row["forget_seed"] == module.CALIBRATION_SEED and row["pairs"] > 0
+    assert 0 < row["users_with_both"] <= row["users"]
+    for key in ("retrain_signed", "stop_signed", "final_signed"):
+        assert -1 <= row[key] <= 1
+    assert row["repair_lift"] == pytest.approx(row["final_judge"] - row["stop_judge"])
+    assert "| VBPR | 1 |" in (tmp_path / "r" / "stop_target_t.md").read_text()
+    with pytest.raises(SystemExit, match="interaction"):
+        module.main(["--regimes", "item", "--out", str(tmp_path / "r"), *tiny])
