@@ -58,7 +58,10 @@ def measure(model_name, dataset, runs, extra, config_files, overrides):
     trainer = get_unlearn_trainer("tru")(variant, pipeline.start_from(variant, data, original), data)
     if not trainer.partial_pair.any():
         raise SystemExit("stop_target.py: the request has no partially deleted user (an interaction request is needed)")
-    forget_recall = lambda m: judge.metrics(m)["forget"]["recall@20"]  # noqa: E731
+
+    def forget_recall(model):
+        return judge.metrics(model)["forget"]["recall@20"]
+
     row = {"model": model_name, "forget_seed": int(config["forget_seed"]), "pairs": int(len(data.forget.rows)),
            "users": int(len(np.unique(data.forget.users))),
            "retrain_judge": judge.reference["forget"]["recall@20"]}
