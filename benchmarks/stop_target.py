@@ -24,6 +24,7 @@ from unlearning import grid_parser  # noqa: E402  (puts the repository root on t
 from unlearning_jobs import prepare_cell  # noqa: E402
 from unlearning_report import fmt  # noqa: E402
 
+from recbole_tru.audit import Audit  # noqa: E402
 from recbole_tru.config import Config  # noqa: E402
 from recbole_tru.files import write_texts  # noqa: E402
 from recbole_tru.model.ranking import pair_ranks  # noqa: E402
@@ -49,7 +50,7 @@ def stop_terms(trainer, model):
     return user_recall(users, forget_ranks, k, both), user_recall(ref_users, ref_ranks, k, both), len(both)
 
 
-def measure(model_name, dataset, runs, extra, config_files, overrides):
+def measure(model_name, dataset, runs, extra, config_files, overrides, audit=False):
     base, data, original, judge, _, files, (config, retrained) = prepare_cell(
         model_name, "interaction", runs, extra, dataset, config_files)
     variant = Config(model=model_name, dataset=dataset, config_file_list=files,
@@ -59,29 +60,34 @@ def measure(model_name, dataset, runs, extra, config_files, overrides):
     if not trainer.partial_pair.any():
         raise SystemExit("stop_target.py: the request has no partially deleted user (an interaction request is needed)")
 
+    auditor = Audit(config, data, original) if audit else None
+
     def forget_recall(model):
         return judge.metrics(model)["forget"]["recall@20"]
+
+    def mia(model):
+        return auditor.run(model)["mia_auc"] if auditor else None
 
     row = {"model": model_name, "forget_seed": int(config["forget_seed"]), "pairs": int(len(data.forget.rows)),
            "users": int(len(np.unique(data.forget.users))),
            "retrain_judge": judge.reference["forget"]["recall@20"]}
     fr, rr, row["users_with_both"] = stop_terms(trainer, retrained)
-    row.update(retrain_signed=fr - rr, retrain_reference=rr)
+    row.update(retrain_signed=fr - rr, retrain_reference=rr, retrain_mia=mia(retrained))
     at_stop = {}
     repair = trainer.repair
 
     def repair_recorded(first_epoch):     # the state the stop returned, before the repair edits it
         fr_, rr_, _ = stop_terms(trainer, trainer.model)
-        at_stop.update(signed=fr_ - rr_, reference=rr_, judge=forget_recall(trainer.model))
+        at_stop.update(signed=fr_ - rr_, reference=rr_, judge=forget_recall(trainer.model), mia=mia(trainer.model))
         repair(first_epoch)
 
     trainer.repair = repair_recorded
     trainer.unlearn()
     fr, rr, _ = stop_terms(trainer, trainer.model)
-    final = {"signed": fr - rr, "reference": rr, "judge": forget_recall(trainer.model)}
+    final = {"signed": fr - rr, "reference": rr, "judge": forget_recall(trainer.model), "mia": mia(trainer.model)}
     at_stop = at_stop or final                # no repair ran: the returned state is final
     row.update(stop_signed=at_stop["signed"], stop_reference=at_stop["reference"], stop_judge=at_stop["judge"],
-               final_signed=final["signed"],
+               stop_mia=at_stop["mia"], final_mia=final["mia"], final_signed=final["signed"],
                final_judge=final["judge"], repair_lift=final["judge"] - at_stop["judge"],
                stop_reason=trainer.stop_reason, steps=trainer.step)
     data.config = config
@@ -100,6 +106,13 @@ def markdown(report):
                      f"{fmt(r['stop_judge'])} ({r['stop_judge'] - r['retrain_judge']:+.4f}) | "
                      f"{fmt(r['final_judge'])} ({r['final_judge'] - r['retrain_judge']:+.4f}) | "
                      f"{r['repair_lift']:+.4f} | {r['stop_reason']} |")
+    if any(r.get("retrain_mia") is not None for r in report["rows"]):
+        lines += ["", "| backbone | forget seed | MIA AUC: retrain | TRU at the stop (distance) | after the repair (distance) |",
+                  "| --- | --- | --- | --- | --- |"]
+        for r in report["rows"]:
+            lines.append(f"| {r['model']} | {r['forget_seed']} | {r['retrain_mia']:.3f} | {r['stop_mia']:.3f} "
+                         f"({abs(r['stop_mia'] - r['retrain_mia']):.3f}) | {r['final_mia']:.3f} "
+                         f"({abs(r['final_mia'] - r['retrain_mia']):.3f}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -111,6 +124,8 @@ def parser():
     p.add_argument("--seeds", default=str(CALIBRATION_SEED), help="forget seeds, comma list (default: the calibration request)")
     p.add_argument("--tru", default="{}", help="JSON dict of TRU overrides (e.g. '{\"tru_check_adaptive\": true}')")
     p.add_argument("--tag", default="", help="suffix of the result files: stop_target<tag>.json/.md")
+    p.add_argument("--audit", action="store_true", help="also the headline membership attack's AUC of the retrained "
+                   "model and of TRU at the stop and after the repair")
     return p
 
 
@@ -126,7 +141,7 @@ def main(argv=None):
         for seed in (int(s) for s in args.seeds.split(",")):
             extra = {**json.loads(args.config), "forget_seed": seed, "audit_enabled": False}
             print(f"== {model} / forget seed {seed}", flush=True)
-            rows.append(measure(model, args.dataset, runs, extra, files, json.loads(args.tru)))
+            rows.append(measure(model, args.dataset, runs, extra, files, json.loads(args.tru), audit=args.audit))
     report = {"environment": environment(), "dataset": args.dataset,
               "command": "python benchmarks/stop_target.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "rows": rows}
