@@ -66,28 +66,36 @@ def measure(model_name, dataset, runs, extra, config_files, overrides, audit=Fal
         return judge.metrics(model)["forget"]["recall@20"]
 
     def mia(model):
-        return auditor.run(model)["mia_auc"] if auditor else None
+        """(headline AUC, rank-only attack's AUC), or Nones without ``audit``."""
+        if auditor is None:
+            return None, None
+        out = auditor.run(model)
+        return out["mia_auc"], out["mia"].get("rank")
 
     row = {"model": model_name, "forget_seed": int(config["forget_seed"]), "pairs": int(len(data.forget.rows)),
            "users": int(len(np.unique(data.forget.users))),
            "retrain_judge": judge.reference["forget"]["recall@20"]}
     fr, rr, row["users_with_both"] = stop_terms(trainer, retrained)
-    row.update(retrain_signed=fr - rr, retrain_reference=rr, retrain_mia=mia(retrained))
+    row.update(retrain_signed=fr - rr, retrain_reference=rr)
+    row["retrain_mia"], row["retrain_mia_rank"] = mia(retrained)
     at_stop = {}
     repair = trainer.repair
 
     def repair_recorded(first_epoch):     # the state the stop returned, before the repair edits it
         fr_, rr_, _ = stop_terms(trainer, trainer.model)
-        at_stop.update(signed=fr_ - rr_, reference=rr_, judge=forget_recall(trainer.model), mia=mia(trainer.model))
+        at_stop.update(signed=fr_ - rr_, reference=rr_, judge=forget_recall(trainer.model))
+        at_stop["mia"], at_stop["mia_rank"] = mia(trainer.model)
         repair(first_epoch)
 
     trainer.repair = repair_recorded
     trainer.unlearn()
     fr, rr, _ = stop_terms(trainer, trainer.model)
-    final = {"signed": fr - rr, "reference": rr, "judge": forget_recall(trainer.model), "mia": mia(trainer.model)}
+    final = {"signed": fr - rr, "reference": rr, "judge": forget_recall(trainer.model)}
+    final["mia"], final["mia_rank"] = mia(trainer.model)
     at_stop = at_stop or final                # no repair ran: the returned state is final
     row.update(stop_signed=at_stop["signed"], stop_reference=at_stop["reference"], stop_judge=at_stop["judge"],
-               stop_mia=at_stop["mia"], final_mia=final["mia"], final_signed=final["signed"],
+               stop_mia=at_stop["mia"], final_mia=final["mia"], stop_mia_rank=at_stop["mia_rank"],
+               final_mia_rank=final["mia_rank"], final_signed=final["signed"],
                final_judge=final["judge"], repair_lift=final["judge"] - at_stop["judge"],
                stop_reason=trainer.stop_reason, steps=trainer.step)
     data.config = config
@@ -107,12 +115,13 @@ def markdown(report):
                      f"{fmt(r['final_judge'])} ({r['final_judge'] - r['retrain_judge']:+.4f}) | "
                      f"{r['repair_lift']:+.4f} | {r['stop_reason']} |")
     if any(r.get("retrain_mia") is not None for r in report["rows"]):
-        lines += ["", "| backbone | forget seed | MIA AUC: retrain | TRU at the stop (distance) | after the repair (distance) |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += ["", "| backbone | forget seed | attack | AUC: retrain | TRU at the stop (distance) | after the repair (distance) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for r in report["rows"]:
-            lines.append(f"| {r['model']} | {r['forget_seed']} | {r['retrain_mia']:.3f} | {r['stop_mia']:.3f} "
-                         f"({abs(r['stop_mia'] - r['retrain_mia']):.3f}) | {r['final_mia']:.3f} "
-                         f"({abs(r['final_mia'] - r['retrain_mia']):.3f}) |")
+            for attack, suffix in (("headline", ""), ("rank only", "_rank")):
+                ref, stop, final = (r[f"{k}_mia{suffix}"] for k in ("retrain", "stop", "final"))
+                lines.append(f"| {r['model']} | {r['forget_seed']} | {attack} | {ref:.3f} | {stop:.3f} "
+                             f"({abs(stop - ref):.3f}) | {final:.3f} ({abs(final - ref):.3f}) |")
     return "\n".join(lines) + "\n"
 
 

@@ -433,8 +433,8 @@ def test_stop_target_benchmark(tiny, tmp_path):
     assert "| VBPR | 1 |" in (tmp_path / "r" / "stop_target_t.md").read_text()
     assert row["retrain_mia"] is None
     audited = module.main(["--models", "VBPR", "--out", str(tmp_path / "r"), "--tag", "_a", "--audit", *tiny])["rows"][0]
-    assert all(0 <= audited[k] <= 1 for k in ("retrain_mia", "stop_mia", "final_mia"))
+    assert all(0 <= audited[k] <= 1 for k in ("retrain_mia", "stop_mia", "final_mia", "retrain_mia_rank", "final_mia_rank"))
     assert audited["final_judge"] == row["final_judge"]          # the audit does not change the run
-    assert "MIA AUC: retrain" in (tmp_path / "r" / "stop_target_a.md").read_text()
+    assert "| VBPR | 1 | rank only |" in (tmp_path / "r" / "stop_target_a.md").read_text()
     with pytest.raises(SystemExit, match="interaction"):
         module.main(["--regimes", "item", "--out", str(tmp_path / "r"), *tiny])
