@@ -55,7 +55,6 @@ VARIANTS = {
     "deleted items reset to init + cold items' drift": {"tru_reset_items": "cold"},
     "modality scaling off": {"tru_scaling": False},
     "adaptive check interval": {"tru_check_adaptive": True},
-    "adaptive check interval off": {"tru_check_adaptive": False},
 }
 DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"
 

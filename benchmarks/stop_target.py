@@ -31,23 +31,24 @@ from recbole_tru.model.ranking import pair_ranks  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.registry import get_unlearn_trainer  # noqa: E402
 from recbole_tru.unlearn import pipeline  # noqa: E402
-from recbole_tru.unlearn.gate import user_recall  # noqa: E402
+from recbole_tru.unlearn.gate import recall_pair  # noqa: E402
 
 CALIBRATION_SEED = 1
 
 
 def stop_terms(trainer, model):
-    """``(forget Recall@k, reference Recall@k)`` over the users with both, ranked under ``model``
-    as TRU's checks rank them (same history mask, same item sample, same reference pairs)."""
-    data, f = trainer.data, trainer.data.forget
+    """``(forget Recall@k, reference Recall@k, users with both)``, ranked under ``model`` as TRU's
+    checks rank them (same history mask, same item sample, same reference pairs, each user scored
+    once) and read as the stop reads them (:func:`~recbole_tru.unlearn.gate.recall_pair`)."""
+    f = trainer.data.forget
     ref_users, ref_items = trainer._reference_pairs()["partial"]
     idx = np.flatnonzero(trainer.partial_pair)
     users, items = f.users[idx], f.items[idx]
-    history, k = data.train_history(), int(trainer.option("stop_k"))
-    forget_ranks = pair_ranks(model, users, items, history, candidates=trainer.rank_sample)
-    ref_ranks = pair_ranks(model, ref_users, ref_items, history, candidates=trainer.rank_sample)
-    both = np.intersect1d(users, ref_users)
-    return user_recall(users, forget_ranks, k, both), user_recall(ref_users, ref_ranks, k, both), len(both)
+    ranks = pair_ranks(model, np.concatenate([users, ref_users]), np.concatenate([items, ref_items]),
+                       trainer.data.train_history(), candidates=trainer.rank_sample)
+    forget, reference = recall_pair(users, ranks[:len(users)], ref_users, ranks[len(users):],
+                                    int(trainer.option("stop_k")))
+    return forget, reference, len(np.intersect1d(users, ref_users))
 
 
 def measure(model_name, dataset, runs, extra, config_files, overrides, audit=False):
@@ -133,8 +134,8 @@ def parser():
     p.add_argument("--seeds", default=str(CALIBRATION_SEED), help="forget seeds, comma list (default: the calibration request)")
     p.add_argument("--tru", default="{}", help="JSON dict of TRU overrides (e.g. '{\"tru_check_adaptive\": true}')")
     p.add_argument("--tag", default="", help="suffix of the result files: stop_target<tag>.json/.md")
-    p.add_argument("--audit", action="store_true", help="also the headline membership attack's AUC of the retrained "
-                   "model and of TRU at the stop and after the repair")
+    p.add_argument("--audit", action="store_true", help="also the headline and the rank-only membership attacks' AUC "
+                   "of the retrained model and of TRU at the stop and after the repair")
     return p
 
 

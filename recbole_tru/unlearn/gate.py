@@ -118,15 +118,21 @@ def user_recall(users, ranks, k, only=None):
     return float(np.mean(np.bincount(inverse, weights=hits) / np.bincount(inverse)))
 
 
-def recall_gap(forget_users, forget_ranks, reference_users, reference_ranks, k):
-    """|Recall@k(forget pairs) - Recall@k(reference pairs)| over the users having both. When no
+def recall_pair(forget_users, forget_ranks, reference_users, reference_ranks, k):
+    """``(Recall@k(forget pairs), Recall@k(reference pairs))`` over the users having both. When no
     user has both (the affected users have no validation pairs, so the reference holds other
-    users' pairs: :func:`reference_pairs`), each side is averaged over its own users (the
-    pooled gap) rather than over an empty set."""
+    users' pairs: :func:`reference_pairs`), each side is averaged over its own users (pooled)
+    rather than over an empty set."""
     both = np.intersect1d(forget_users, reference_users)
-    if len(both) == 0:
-        return abs(user_recall(forget_users, forget_ranks, k) - user_recall(reference_users, reference_ranks, k))
-    return abs(user_recall(forget_users, forget_ranks, k, both) - user_recall(reference_users, reference_ranks, k, both))
+    only = both if len(both) else None
+    return (user_recall(forget_users, forget_ranks, k, only),
+            user_recall(reference_users, reference_ranks, k, only))
+
+
+def recall_gap(forget_users, forget_ranks, reference_users, reference_ranks, k):
+    """|Recall@k(forget pairs) - Recall@k(reference pairs)|, each as :func:`recall_pair` reads it."""
+    forget, reference = recall_pair(forget_users, forget_ranks, reference_users, reference_ranks, k)
+    return abs(forget - reference)
 
 
 class GuardedStop:
