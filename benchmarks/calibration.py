@@ -55,6 +55,8 @@ VARIANTS = {
     "deleted items reset to init + cold items' drift": {"tru_reset_items": "cold"},
     "modality scaling off": {"tru_scaling": False},
     "adaptive check interval": {"tru_check_adaptive": True},
+    "repair first": {"tru_repair_first": True},
+    "repair first, frozen reference": {"tru_repair_first": True, "tru_reference": "frozen"},
 }
 DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"
 

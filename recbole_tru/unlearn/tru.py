@@ -25,7 +25,9 @@ Three coordinated interventions, then a repair, each switched by its own config 
 Repair (``tru_repair_epochs``): BPR on ``tru_repair_budget × |D_f|`` retained interactions
 around the update, at ``tru_repair_learning_rate`` (``~``: the backbone's ``learning_rate``),
 dense shared layers frozen unless ``tru_repair_dense``; when the stop returns the state before
-any targeted step, it covers the reset items' pairs only, or nothing. Both
+any targeted step, it covers the reset items' pairs only, or nothing. With ``tru_repair_first``
+it runs after the reset and before the targeted update, so the guarded stop judges the state
+TRU returns (the repair's lift of the forget pairs is then under the stop). Both
 update phases step with :class:`~recbole_tru.unlearn.optim.RowAdam`, so a step costs what the
 request moves, not the tables.
 
@@ -105,6 +107,11 @@ class TRUTrainer(UnlearnTrainer):
         self.reset()
         if len(self.gated) == 0:
             self.stop_reason = "nothing to update: every forgotten pair belongs to a fully deleted user"
+        elif self.max_epochs > 0 and self.option("repair_first"):
+            self._reference_pairs()              # drawn before the repair's sample, as in the default order
+            self.repair(first_epoch=0)
+            self._unfreeze()
+            self.targeted_update()
         elif self.max_epochs > 0:
             epochs, repair = self.targeted_update()
             if repair:
@@ -404,6 +411,9 @@ class TRUTrainer(UnlearnTrainer):
                 self.model.load_state_dict(self.stopper.best_state)
         self.stop_reason = reason
         self._unfreeze()
+        if self.option("repair_first"):
+            self.stop_reason = f"{reason}; repaired before the targeted update"
+            return False
         if self.option("stop") == "guarded" and self.stopper.best_check == 0:
             # the returned state is the one before any targeted step (the first check already met
             # the stop, or every step made it worse): only the reset edited the model, so the
