@@ -961,3 +961,20 @@ def test_adaptive_checks_come_sooner_near_the_target_and_off_is_every_check_step
     n = next((i for i, g in enumerate(gaps) if g != 4), len(gaps))
     assert n < len(gaps) - 1 and gaps[n] < 4                             # one check came sooner
     assert [c["distance"] for c in adaptive[:n + 1]] == [c["distance"] for c in fixed[:n + 1]]
+
+
+def test_repair_first_runs_the_repair_before_the_targeted_update(trained):
+    """``tru_repair_first``: the repair's passes are logged before the targeted update's, the state
+    the guarded stop keeps is the one returned (no repair after it), and nothing stays frozen."""
+    base = trained("VBPR")
+    _, _, model, trainer = base.setup(forget_regime="interaction", tru_repair_first=True, tru_repair_epochs=2,
+                                      tru_epochs=2, tru_stop="epochs", tru_batch_size=4)
+    trainer.unlearn()
+    phases = [r["phase"] for r in trainer.log]
+    assert phases[:2] == ["repair", "repair"] and set(phases[2:]) == {"targeted"}
+    assert "repaired before the targeted update" in trainer.stop_reason
+    assert all(p.requires_grad for p in model.parameters())
+    _, _, _, default = base.setup(forget_regime="interaction", tru_repair_epochs=2, tru_epochs=2, tru_stop="epochs",
+                                  tru_batch_size=4)
+    default.unlearn()
+    assert [r["phase"] for r in default.log][-2:] == ["repair", "repair"]
