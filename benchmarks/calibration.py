@@ -57,6 +57,10 @@ VARIANTS = {
     "adaptive check interval": {"tru_check_adaptive": True},
     "repair first": {"tru_repair_first": True},
     "repair first, frozen reference": {"tru_repair_first": True, "tru_reference": "frozen"},
+    "gated repair (down)": {"tru_repair_gate": "down"},
+    "gated repair (both ways)": {"tru_repair_gate": "both"},
+    "guarded repair": {"tru_repair_gate": "guarded"},
+    "guarded repair, frozen reference": {"tru_repair_gate": "guarded", "tru_reference": "frozen"},
 }
 DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"
 

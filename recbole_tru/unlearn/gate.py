@@ -84,6 +84,12 @@ def auc_distance(forget_ranks, reference_ranks):
     calls a pair a member when it ranks higher is from chance, forget pairs vs never-trained
     pairs (the Mann-Whitney AUC of the two rank samples, folded at 0.5). It reads the whole rank
     distribution, where Recall@k reads its top only."""
+    return abs(auc_signed(forget_ranks, reference_ranks))
+
+
+def auc_signed(forget_ranks, reference_ranks):
+    """``P(r_f < r_ref) + P(r_f = r_ref)/2 - 1/2``: :func:`auc_distance` before the fold; positive
+    when the forget pairs rank above (smaller rank than) the reference."""
     f = np.asarray(forget_ranks, dtype=np.float64)
     ref = np.sort(np.asarray(reference_ranks, dtype=np.float64))
     if len(f) == 0 or len(ref) == 0:
@@ -91,7 +97,7 @@ def auc_distance(forget_ranks, reference_ranks):
     right = np.searchsorted(ref, f, side="right")
     above = len(ref) - right                                        # reference pairs ranked below (larger rank)
     ties = right - np.searchsorted(ref, f, side="left")
-    return float(abs((above.sum() + 0.5 * ties.sum()) / (len(f) * len(ref)) - 0.5))
+    return float((above.sum() + 0.5 * ties.sum()) / (len(f) * len(ref)) - 0.5)
 
 
 def auc_noise(n_forget, n_reference):
@@ -227,12 +233,16 @@ def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weigh
             weights[idx] = gate_weights(forget_ranks[idx], targets, temperature, two_sided)
         ks = ks_distance(forget_ranks[idx], ref)
         record[f"ks_{name}"] = ks
-        auc = auc_distance(forget_ranks[idx], ref)
+        signed = auc_signed(forget_ranks[idx], ref)
+        auc = abs(signed)
         record[f"auc_{name}"] = auc
         metric = stop_metric[name] if isinstance(stop_metric, dict) else stop_metric
+        record[f"signed_{name}"] = signed          # > 0: the forget pairs rank above the reference
         if metric == "recall":
-            gap = recall_gap(forget_users[idx], forget_ranks[idx], ref_users, ref, stop_k)
+            forget_recall, reference_recall = recall_pair(forget_users[idx], forget_ranks[idx], ref_users, ref, stop_k)
+            gap = abs(forget_recall - reference_recall)
             record[f"recall_gap_{name}"] = gap
+            record[f"signed_{name}"] = forget_recall - reference_recall
             distance += gap * len(idx)
         elif metric == "auc":
             distance += auc * len(idx)

@@ -53,7 +53,7 @@ from recbole_tru.training import build_model
 from recbole_tru.unlearn.base import UnlearnTrainer, UntilStop, cycle
 from recbole_tru.unlearn.capacity import (describe, forget_scores_and_retain_loss, reset_rows, row_mask,
                                           user_sensitivity)
-from recbole_tru.unlearn.gate import GuardedStop, cold_items, gate_check, reference_pairs
+from recbole_tru.unlearn.gate import GuardedStop, auc_noise, cold_items, gate_check, reference_pairs
 from recbole_tru.unlearn.optim import RowAdam
 
 # Streams of TRU's generators, keyed with forget_seed: np.random.default_rng([forget_seed, stream]).
@@ -85,6 +85,7 @@ class TRUTrainer(UnlearnTrainer):
         self.stop_reason = None
         self.show_progress = False
         self.repair_pairs = None                                   # None: the gated pairs, budget × |D_f|
+        self._forget = None                                        # forget batches of a gated repair
         self.checks = []                                           # one record per gate check
         self.alphas = {}
         self.routed_rows = {}                                      # param name -> row mask
@@ -185,7 +186,7 @@ class TRUTrainer(UnlearnTrainer):
                 loader = self._repair_loader()
                 if loader is None:
                     break
-                loss = Trainer._train_epoch(self, loader, epoch, loss_func=self.model.calculate_loss,
+                loss = Trainer._train_epoch(self, loader, epoch, loss_func=self._repair_loss(),
                                             show_progress=self.show_progress)
                 self._after_epoch(epoch, loss, phase="repair")
 
@@ -302,7 +303,7 @@ class TRUTrainer(UnlearnTrainer):
         with self._timed("checks"):
             return self._check()
 
-    def _check(self):
+    def _check(self, two_sided=None, phase=None):
         f, groups = self.data.forget, self._reference_pairs()
         history = self.data.train_history()
         ref_users = np.concatenate([u for u, _ in groups.values()])
@@ -331,7 +332,9 @@ class TRUTrainer(UnlearnTrainer):
             stop_metric={"partial": self.option("stop_metric"),
                          "item": self.option("item_stop_metric") or self.option("stop_metric")},
             stop_k=int(self.option("stop_k")),
-            two_sided=bool(self.option("gate_two_sided")))}
+            two_sided=bool(self.option("gate_two_sided")) if two_sided is None else two_sided)}
+        if phase:
+            record["phase"] = phase
         self.checks.append(record)
         return record["distance"]
 
@@ -358,23 +361,31 @@ class TRUTrainer(UnlearnTrainer):
             if refresh:
                 self._rescale(loss_f, loss_r)
             return loss_f + loss_r
+        grads = self._routed_forget_gradients(pos, neg, gate, interaction[FORGET_PAIR])
+        if refresh:
+            self._rescale(grads, loss_r)
+        return loss_r + self._surrogate(grads)
+
+    def _routed_forget_gradients(self, pos, neg, gate, pair_ids):
+        """The gated forget loss's gradient, each route's pairs to that route's rows only:
+        ``{param name: gradient}`` (detached)."""
         grads = {}
-        pair_ids = interaction[FORGET_PAIR]
         for pairs, rows in self.routes:
             weight = gate * pairs[pair_ids].to(gate.dtype)
             if not weight.any():
                 continue
-            names = list(rows)
+            names = [n for n in rows if self.params[n].requires_grad]
             loss_f = self.lambda_f * gated_forget_loss(pos, neg, weight)
             routed = torch.autograd.grad(loss_f, [self.params[n] for n in names], retain_graph=True, allow_unused=True)
             for n, g in zip(names, routed):
                 if g is not None:
                     g = (g * rows[n]).detach()
                     grads[n] = grads[n] + g if n in grads else g
-        if refresh:
-            self._rescale(grads, loss_r)
-        surrogate = sum((g * self.params[n]).sum() for n, g in grads.items())
-        return loss_r + surrogate
+        return grads
+
+    def _surrogate(self, grads):
+        """``Σ <G, θ>``: a loss whose gradient is ``G`` (so RecBole's loop takes the step)."""
+        return sum((g * self.params[n]).sum() for n, g in grads.items())
 
     def _rescale(self, forget, loss_r):
         """Set each branch's learning-rate multiplier from the forget/retain gradient cosine on
@@ -433,6 +444,53 @@ class TRUTrainer(UnlearnTrainer):
         self._freeze({n for n in self.params if n not in dense or self.option("repair_dense")})
         params = [p for p in self.params.values() if p.requires_grad]
         self.optimizer = RowAdam(params, lr=self.repair_learning_rate())
+
+    def _repair_loss(self):
+        """The repair's loss function: the backbone's BPR loss, or, with ``tru_repair_gate``
+        (``down``/``both``) after a targeted update, that loss plus the gated, routed forget loss
+        of one batch of the gated forget pairs, the gate re-measured every ``tru_check_steps``
+        repair steps (``both``: two-sided)."""
+        mode = self.option("repair_gate") or "none"
+        if mode not in ("none", "down", "both", "guarded"):
+            raise ValueError(f"config key 'tru_repair_gate' must be none, down, both or guarded, got {mode!r}")
+        if mode == "none" or self.repair_pairs is not None or self.step == 0 or not self.option("route"):
+            return self.model.calculate_loss
+        if self._forget is None:
+            self._forget, self._repair_steps = cycle(self.train_loader()), 0
+        every = int(self.option("check_steps"))
+
+        def loss(interaction):
+            if self._repair_steps % every == 0:
+                with self._timed("checks"):
+                    self._check(two_sided=mode != "down", phase="repair")
+                    if mode == "guarded":
+                        self._guard_repair_gate()
+            self._repair_steps += 1
+            forget = next(self._forget).to(self.device)
+            pos, neg, bpr = forget_scores_and_retain_loss(self.model, forget, interaction)
+            pair_ids = forget[FORGET_PAIR]
+            gate = torch.as_tensor(self.weights[pair_ids.cpu().numpy()], dtype=pos.dtype, device=self.device)
+            return bpr + self._surrogate(self._routed_forget_gradients(pos, neg, gate, pair_ids))
+        return loss
+
+    def _guard_repair_gate(self):
+        """``tru_repair_gate: guarded``: per group, after a repair check, keep the push only in
+        the direction that brings the forget pairs back to the reference: down (the pairs above
+        their targets) while they rank above it by more than the stop's threshold (Recall@k gap:
+        ``tru_stop_delta``; rank AUC: that or its noise floor), up (the pairs below their
+        targets) while they rank below it by as much, and none within it."""
+        record, delta = self.checks[-1], float(self.option("stop_delta"))
+        for name, mask in (("partial", self.partial_pair), ("item", self.item_pair)):
+            if f"signed_{name}" not in record:
+                continue
+            metric = self.option("stop_metric") if name == "partial" else (self.option("item_stop_metric")
+                                                                          or self.option("stop_metric"))
+            noise = auc_noise(int(mask.sum()), len(self._reference_pairs()[name][0])) if metric == "auc" else 0.0
+            threshold, signed = max(delta, noise if self.option("stop_noise") else 0.0), record[f"signed_{name}"]
+            direction = 1 if signed > threshold else -1 if signed < -threshold else 0
+            w = self.weights[mask]
+            self.weights[mask] = np.clip(w, 0, None) if direction > 0 else np.clip(w, None, 0) if direction < 0 else 0.0
+            record[f"repair_push_{name}"] = direction
 
     def repair_learning_rate(self):
         """``tru_repair_learning_rate``, or (``~``) the backbone's own training ``learning_rate``:
