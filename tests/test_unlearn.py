@@ -250,6 +250,7 @@ def test_each_group_of_pairs_stops_on_its_own_distance():
     auc = abs((2 + 2 + 1) / 6 - 0.5)                                  # item pairs above the reference: 2, 2 and 1 of 2
     assert record["recall_gap_partial"] == pytest.approx(recall) and record["auc_item"] == pytest.approx(auc)
     assert record["distance"] == pytest.approx((2 * recall + 3 * auc) / 5)
+    assert record["signed_partial"] == pytest.approx(0.5) and record["signed_item"] == pytest.approx(auc)   # both above
     one = gate_check(users, ranks, masks, groups, refs, np.ones(5), match="pooled", gate=False, temperature=0.5,
                      stop_metric="recall", stop_k=20)
     assert one["distance"] == pytest.approx((2 * recall + 3 * one["recall_gap_item"]) / 5)
@@ -978,3 +979,53 @@ def test_repair_first_runs_the_repair_before_the_targeted_update(trained):
                                   tru_batch_size=4)
     default.unlearn()
     assert [r["phase"] for r in default.log][-2:] == ["repair", "repair"]
+
+
+def test_repair_gate_is_off_by_default_and_refuses_unknown_values(trained):
+    """``tru_repair_gate: none`` (default): the repair's loss is the backbone's own BPR loss; an
+    unknown value is refused with the key's name."""
+    base = trained("VBPR")
+    _, _, model, trainer = base.setup(forget_regime="interaction")
+    assert trainer._repair_loss() == model.calculate_loss
+    _, _, _, bad = base.setup(forget_regime="interaction", tru_repair_gate="sideways")
+    with pytest.raises(ValueError, match="tru_repair_gate"):
+        bad._repair_loss()
+
+
+@pytest.mark.parametrize("signed, expected", [(0.05, [0.4, 0.0, 0.0]), (-0.05, [0.0, -0.7, 0.0]), (0.005, [0.0, 0.0, 0.0])])
+def test_guarded_repair_pushes_only_toward_the_reference(signed, expected):
+    """``tru_repair_gate: guarded``: above the reference by more than delta, only the pairs above
+    their targets keep their (positive) gate; below it by as much, only those below (negative:
+    pulled up); within delta, no push."""
+    from recbole_tru.unlearn.tru import TRUTrainer
+
+    class Fake:
+        _guard_repair_gate = TRUTrainer._guard_repair_gate
+
+        def __init__(self):
+            self.opts = {"stop_delta": 0.01, "stop_metric": "recall", "item_stop_metric": "auc", "stop_noise": True}
+            self.partial_pair = np.array([True, True, True, False])
+            self.item_pair = np.zeros(4, dtype=bool)
+            self.weights = np.array([0.4, -0.7, 0.0, 0.9])
+            self.checks = [{"signed_partial": signed}]
+
+        def option(self, key):
+            return self.opts[key]
+
+    fake = Fake()
+    fake._guard_repair_gate()
+    assert fake.weights[:3].tolist() == expected and fake.weights[3] == 0.9       # other groups untouched
+    assert fake.checks[-1]["repair_push_partial"] == int(np.sign(expected[0] + expected[1]))
+
+
+def test_guarded_repair_checks_during_the_repair(trained):
+    """After a targeted update, a guarded repair re-ranks every ``tru_check_steps`` repair steps
+    (checks marked ``phase: repair``, each with the push's direction)."""
+    base = trained("VBPR")
+    _, _, _, trainer = base.setup(forget_regime="interaction", tru_repair_gate="guarded", tru_stop="epochs",
+                                  tru_epochs=1, tru_batch_size=4, tru_repair_epochs=1, tru_repair_batch_size=4,
+                                  tru_check_steps=2)
+    trainer.unlearn()
+    repair_checks = [c for c in trainer.checks if c.get("phase") == "repair"]
+    assert trainer.step > 0 and len(repair_checks) == math.ceil(trainer._repair_steps / 2) >= 1
+    assert all(c["repair_push_partial"] in (-1, 0, 1) for c in repair_checks)
