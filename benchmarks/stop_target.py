@@ -31,13 +31,14 @@ from recbole_tru.model.ranking import pair_ranks  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.registry import get_unlearn_trainer  # noqa: E402
 from recbole_tru.unlearn import pipeline  # noqa: E402
-from recbole_tru.unlearn.gate import recall_pair  # noqa: E402
+from recbole_tru.unlearn.gate import recall_difference, recall_pair  # noqa: E402
 
 CALIBRATION_SEED = 1
 
 
 def stop_terms(trainer, model):
-    """``(forget Recall@k, reference Recall@k, users with both)``, ranked under ``model`` as TRU's
+    """``(forget Recall@k, reference Recall@k, users with both, the difference's standard error)``
+    (:func:`~recbole_tru.unlearn.gate.recall_difference`), ranked under ``model`` as TRU's
     checks rank them (same history mask, same item sample, same reference pairs, each user scored
     once) and read as the stop reads them (:func:`~recbole_tru.unlearn.gate.recall_pair`)."""
     f = trainer.data.forget
@@ -46,9 +47,10 @@ def stop_terms(trainer, model):
     users, items = f.users[idx], f.items[idx]
     ranks = pair_ranks(model, np.concatenate([users, ref_users]), np.concatenate([items, ref_items]),
                        trainer.data.train_history(), candidates=trainer.rank_sample)
-    forget, reference = recall_pair(users, ranks[:len(users)], ref_users, ranks[len(users):],
-                                    int(trainer.option("stop_k")))
-    return forget, reference, len(np.intersect1d(users, ref_users))
+    k = int(trainer.option("stop_k"))
+    forget, reference = recall_pair(users, ranks[:len(users)], ref_users, ranks[len(users):], k)
+    _, se = recall_difference(users, ranks[:len(users)], ref_users, ranks[len(users):], k)
+    return forget, reference, len(np.intersect1d(users, ref_users)), se
 
 
 def measure(model_name, dataset, runs, extra, config_files, overrides, audit=False):
@@ -76,21 +78,21 @@ def measure(model_name, dataset, runs, extra, config_files, overrides, audit=Fal
     row = {"model": model_name, "forget_seed": int(config["forget_seed"]), "pairs": int(len(data.forget.rows)),
            "users": int(len(np.unique(data.forget.users))),
            "retrain_judge": judge.reference["forget"]["recall@20"]}
-    fr, rr, row["users_with_both"] = stop_terms(trainer, retrained)
-    row.update(retrain_signed=fr - rr, retrain_reference=rr)
+    fr, rr, row["users_with_both"], se = stop_terms(trainer, retrained)
+    row.update(retrain_signed=fr - rr, retrain_signed_se=se, retrain_reference=rr)
     row["retrain_mia"], row["retrain_mia_rank"] = mia(retrained)
     at_stop = {}
     repair = trainer.repair
 
     def repair_recorded(first_epoch):     # the state the stop returned, before the repair edits it
-        fr_, rr_, _ = stop_terms(trainer, trainer.model)
+        fr_, rr_, _, _ = stop_terms(trainer, trainer.model)
         at_stop.update(signed=fr_ - rr_, reference=rr_, judge=forget_recall(trainer.model))
         at_stop["mia"], at_stop["mia_rank"] = mia(trainer.model)
         repair(first_epoch)
 
     trainer.repair = repair_recorded
     trainer.unlearn()
-    fr, rr, _ = stop_terms(trainer, trainer.model)
+    fr, rr, _, _ = stop_terms(trainer, trainer.model)
     final = {"signed": fr - rr, "reference": rr, "judge": forget_recall(trainer.model)}
     final["mia"], final["mia_rank"] = mia(trainer.model)
     at_stop = at_stop or final                # no repair ran: the returned state is final
@@ -103,14 +105,20 @@ def measure(model_name, dataset, runs, extra, config_files, overrides, audit=Fal
     return row
 
 
+def se_text(row):
+    """`` ± 1.96 se`` of the stop's quantity on retrain (reports written before it have none)."""
+    se = row.get("retrain_signed_se")
+    return f" ± {1.96 * se:.4f}" if se is not None and np.isfinite(se) else ""
+
+
 def markdown(report):
-    lines = ["| backbone | forget seed | pairs / users (with both) | stop's quantity on retrain | TRU at the stop: stop's quantity | "
+    lines = ["| backbone | forget seed | pairs / users (with both) | stop's quantity on retrain (± 95 %) | TRU at the stop: stop's quantity | "
              "reference R@k: retrain / TRU at the stop | judge: retrain's forget R@20 | TRU at the stop | after the repair | "
              "repair's lift | stop |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["rows"]:
         lines.append(f"| {r['model']} | {r['forget_seed']} | {r['pairs']} / {r['users']} ({r['users_with_both']}) | "
-                     f"{r['retrain_signed']:+.4f} | {r['stop_signed']:+.4f} | "
+                     f"{r['retrain_signed']:+.4f}{se_text(r)} | {r['stop_signed']:+.4f} | "
                      f"{fmt(r['retrain_reference'])} / {fmt(r['stop_reference'])} | {fmt(r['retrain_judge'])} | "
                      f"{fmt(r['stop_judge'])} ({r['stop_judge'] - r['retrain_judge']:+.4f}) | "
                      f"{fmt(r['final_judge'])} ({r['final_judge'] - r['retrain_judge']:+.4f}) | "

@@ -38,6 +38,23 @@ def test_recall_gap_over_disjoint_users_is_the_pooled_gap():
     assert gap == pytest.approx(abs(0.0 - 0.5))
 
 
+def test_recall_difference_and_its_paired_standard_error_by_hand():
+    """Users 1-3 have both kinds of pair (user 4 only reference pairs: left out). Per-user shares
+    in the top 20: forget 1/2, 1, 0; reference 1/3, 0, 1/2; differences 1/6, 1, -1/2."""
+    from recbole_tru.unlearn.gate import recall_difference
+
+    fu, fr = np.array([1, 1, 2, 3]), np.array([3, 40, 5, 100])
+    ru, rr = np.array([1, 1, 1, 2, 3, 3, 4]), np.array([10, 50, 60, 30, 2, 200, 1])
+    d, se = recall_difference(fu, fr, ru, rr, 20)
+    diffs = np.array([1 / 6, 1.0, -0.5])
+    assert d == pytest.approx(diffs.mean()) == pytest.approx(2 / 9)
+    assert se == pytest.approx(np.sqrt(((diffs - diffs.mean()) ** 2).sum() / 2) / np.sqrt(3))
+    assert se == pytest.approx(0.43390, abs=1e-5)
+    # one user with both: the difference as the stop reads it, no standard error
+    d, se = recall_difference(np.array([1]), np.array([3]), np.array([1, 2]), np.array([50, 1]), 20)
+    assert d == 1.0 and np.isnan(se)
+
+
 def test_the_guarded_stop_refuses_a_nan_distance():
     stop = GuardedStop(delta=0.01)
     assert not stop.update(0.5, lambda: "state")

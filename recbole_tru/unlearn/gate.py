@@ -135,6 +135,27 @@ def recall_pair(forget_users, forget_ranks, reference_users, reference_ranks, k)
             user_recall(reference_users, reference_ranks, k, only))
 
 
+def recall_difference(forget_users, forget_ranks, reference_users, reference_ranks, k):
+    """``(d, se)``: ``d`` = Recall@k(forget pairs) - Recall@k(reference pairs) over the users having
+    both (:func:`recall_pair`), and its standard error as a paired mean over those users,
+    ``sd_u(f_u - r_u) / sqrt(n)`` with ``f_u``, ``r_u`` each user's share of pairs ranked <= k.
+    It is what sampling the two sets of pairs alone makes ``d`` vary by when forget and reference
+    pairs are alike; NaN se for fewer than two users with both."""
+    both = np.intersect1d(forget_users, reference_users)
+    if len(both) < 2:
+        d = np.subtract(*recall_pair(forget_users, forget_ranks, reference_users, reference_ranks, k))
+        return float(d), float("nan")
+
+    def shares(users, ranks):
+        users, hits = np.asarray(users), (np.asarray(ranks) <= k).astype(np.float64)
+        keep = np.isin(users, both)
+        pos = np.searchsorted(both, users[keep])
+        return np.bincount(pos, weights=hits[keep], minlength=len(both)) / np.bincount(pos, minlength=len(both))
+
+    diff = shares(forget_users, forget_ranks) - shares(reference_users, reference_ranks)
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
 def recall_gap(forget_users, forget_ranks, reference_users, reference_ranks, k):
     """|Recall@k(forget pairs) - Recall@k(reference pairs)|, each as :func:`recall_pair` reads it."""
     forget, reference = recall_pair(forget_users, forget_ranks, reference_users, reference_ranks, k)

@@ -447,9 +447,11 @@ class TRUTrainer(UnlearnTrainer):
 
     def _repair_loss(self):
         """The repair's loss function: the backbone's BPR loss, or, with ``tru_repair_gate``
-        (``down``/``both``) after a targeted update, that loss plus the gated, routed forget loss
-        of one batch of the gated forget pairs, the gate re-measured every ``tru_check_steps``
-        repair steps (``both``: two-sided)."""
+        (``down``, ``both``, ``guarded``) after a targeted update, that loss plus the gated,
+        routed forget loss of one batch of the gated forget pairs, the gate re-measured every
+        ``tru_check_steps`` repair steps (``both``: two-sided; ``guarded``: only toward the
+        reference, :meth:`_guard_repair_gate`). The options failed their calibration rule
+        (``docs/tru.md``); ``none`` is the default."""
         mode = self.option("repair_gate") or "none"
         if mode not in ("none", "down", "both", "guarded"):
             raise ValueError(f"config key 'tru_repair_gate' must be none, down, both or guarded, got {mode!r}")
