@@ -1003,7 +1003,7 @@ def test_guarded_repair_pushes_only_toward_the_reference(signed, expected):
         _guard_repair_gate = TRUTrainer._guard_repair_gate
 
         def __init__(self):
-            self.opts = {"stop_delta": 0.01, "stop_metric": "recall", "item_stop_metric": "auc", "stop_noise": True}
+            self.opts = {"stop_delta": 0.01, "stop_noise": True}
             self.partial_pair = np.array([True, True, True, False])
             self.item_pair = np.zeros(4, dtype=bool)
             self.weights = np.array([0.4, -0.7, 0.0, 0.9])
@@ -1029,3 +1029,28 @@ def test_guarded_repair_checks_during_the_repair(trained):
     repair_checks = [c for c in trainer.checks if c.get("phase") == "repair"]
     assert trainer.step > 0 and len(repair_checks) == math.ceil(trainer._repair_steps / 2) >= 1
     assert all(c["repair_push_partial"] in (-1, 0, 1) for c in repair_checks)
+
+
+def test_guarded_repair_reads_the_checks_auc_noise_floor():
+    """For a group stopped on the rank AUC, the guarded repair's threshold is the check's noise
+    floor when that exceeds delta: a signed AUC of 0.05 under a floor of 0.09 pushes nothing;
+    above the floor it pushes down."""
+    from recbole_tru.unlearn.tru import TRUTrainer
+
+    class Fake:
+        _guard_repair_gate = TRUTrainer._guard_repair_gate
+
+        def __init__(self, signed):
+            self.partial_pair = np.zeros(2, dtype=bool)
+            self.item_pair = np.ones(2, dtype=bool)
+            self.weights = np.array([0.6, -0.2])
+            self.checks = [{"signed_item": signed, "auc_noise_item": 0.09}]
+
+        def option(self, key):
+            return {"stop_delta": 0.01, "stop_noise": True}[key]
+
+    within, above = Fake(0.05), Fake(0.12)
+    within._guard_repair_gate()
+    above._guard_repair_gate()
+    assert within.weights.tolist() == [0.0, 0.0] and within.checks[-1]["repair_push_item"] == 0
+    assert above.weights.tolist() == [0.6, 0.0] and above.checks[-1]["repair_push_item"] == 1

@@ -111,17 +111,21 @@ def auc_noise(n_forget, n_reference):
     return float(np.sqrt((n_forget + n_reference + 1) / (12.0 * n_forget * n_reference)))
 
 
-def user_recall(users, ranks, k, only=None):
-    """Mean over users of (pairs ranked <= k) / (pairs of the user): RecBole's Recall@k with the
-    pairs as ground truth. ``only``: restrict to these users."""
+def user_shares(users, ranks, k, only=None):
+    """``(sorted users, each one's share of pairs ranked <= k)``. ``only``: restrict to these users."""
     users, hits = np.asarray(users), (np.asarray(ranks) <= k).astype(np.float64)
     if only is not None:
         keep = np.isin(users, only)
         users, hits = users[keep], hits[keep]
-    if len(users) == 0:
-        return float("nan")
     uniq, inverse = np.unique(users, return_inverse=True)
-    return float(np.mean(np.bincount(inverse, weights=hits) / np.bincount(inverse)))
+    return uniq, np.bincount(inverse, weights=hits, minlength=len(uniq)) / np.bincount(inverse, minlength=len(uniq))
+
+
+def user_recall(users, ranks, k, only=None):
+    """Mean over users of (pairs ranked <= k) / (pairs of the user): RecBole's Recall@k with the
+    pairs as ground truth. ``only``: restrict to these users."""
+    _, shares = user_shares(users, ranks, k, only)
+    return float(np.mean(shares)) if len(shares) else float("nan")
 
 
 def recall_pair(forget_users, forget_ranks, reference_users, reference_ranks, k):
@@ -145,14 +149,8 @@ def recall_difference(forget_users, forget_ranks, reference_users, reference_ran
     if len(both) < 2:
         d = np.subtract(*recall_pair(forget_users, forget_ranks, reference_users, reference_ranks, k))
         return float(d), float("nan")
-
-    def shares(users, ranks):
-        users, hits = np.asarray(users), (np.asarray(ranks) <= k).astype(np.float64)
-        keep = np.isin(users, both)
-        pos = np.searchsorted(both, users[keep])
-        return np.bincount(pos, weights=hits[keep], minlength=len(both)) / np.bincount(pos, minlength=len(both))
-
-    diff = shares(forget_users, forget_ranks) - shares(reference_users, reference_ranks)
+    # each side restricted to ``both``: the same sorted users, so the shares line up
+    diff = user_shares(forget_users, forget_ranks, k, both)[1] - user_shares(reference_users, reference_ranks, k, both)[1]
     return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
@@ -258,12 +256,11 @@ def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weigh
         auc = abs(signed)
         record[f"auc_{name}"] = auc
         metric = stop_metric[name] if isinstance(stop_metric, dict) else stop_metric
-        record[f"signed_{name}"] = signed          # > 0: the forget pairs rank above the reference
         if metric == "recall":
             forget_recall, reference_recall = recall_pair(forget_users[idx], forget_ranks[idx], ref_users, ref, stop_k)
-            gap = abs(forget_recall - reference_recall)
+            signed = forget_recall - reference_recall
+            gap = abs(signed)
             record[f"recall_gap_{name}"] = gap
-            record[f"signed_{name}"] = forget_recall - reference_recall
             distance += gap * len(idx)
         elif metric == "auc":
             distance += auc * len(idx)
@@ -271,6 +268,7 @@ def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weigh
             noise += record[f"auc_noise_{name}"] * len(idx)
         else:
             distance += ks * len(idx)
+        record[f"signed_{name}"] = signed       # the stop's reading before |.|: > 0, forget pairs above the reference
         total += len(idx)
         record[f"gate_{name}"] = float(weights[idx].mean())
         record[f"median_rank_{name}"] = float(np.median(forget_ranks[idx]))

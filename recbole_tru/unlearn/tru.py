@@ -53,7 +53,7 @@ from recbole_tru.training import build_model
 from recbole_tru.unlearn.base import UnlearnTrainer, UntilStop, cycle
 from recbole_tru.unlearn.capacity import (describe, forget_scores_and_retain_loss, reset_rows, row_mask,
                                           user_sensitivity)
-from recbole_tru.unlearn.gate import GuardedStop, auc_noise, cold_items, gate_check, reference_pairs
+from recbole_tru.unlearn.gate import GuardedStop, cold_items, gate_check, reference_pairs
 from recbole_tru.unlearn.optim import RowAdam
 
 # Streams of TRU's generators, keyed with forget_seed: np.random.default_rng([forget_seed, stream]).
@@ -485,9 +485,7 @@ class TRUTrainer(UnlearnTrainer):
         for name, mask in (("partial", self.partial_pair), ("item", self.item_pair)):
             if f"signed_{name}" not in record:
                 continue
-            metric = self.option("stop_metric") if name == "partial" else (self.option("item_stop_metric")
-                                                                          or self.option("stop_metric"))
-            noise = auc_noise(int(mask.sum()), len(self._reference_pairs()[name][0])) if metric == "auc" else 0.0
+            noise = record.get(f"auc_noise_{name}", 0.0)       # the check's floor, for a group stopped on the AUC
             threshold, signed = max(delta, noise if self.option("stop_noise") else 0.0), record[f"signed_{name}"]
             direction = 1 if signed > threshold else -1 if signed < -threshold else 0
             w = self.weights[mask]
