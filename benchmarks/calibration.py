@@ -8,6 +8,12 @@ design and the changes this project made to it; see the README, "TRU, as impleme
     python benchmarks/calibration.py                  # 6 cells, ~10 min on 2 cores
     python benchmarks/calibration.py --models VBPR --regimes interaction
     python benchmarks/calibration.py --audit --tag _stop --variants "default;rank-AUC stop (δ .02)"   # + audit
+    python benchmarks/calibration.py --seeds 1,2,3,4,5 --variants "default;..."   # 5 calibration requests
+
+With several ``--seeds`` (calibration requests, never a judged request's seed), a second table
+gives each variant's mean over the requests and its paired difference from the default, with
+95 % Student-t intervals (``recbole_tru.stats.paired``): a design choice is then judged, like a
+method, on repeated requests, not on one draw.
 """
 import json
 import sys
@@ -16,11 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unlearning import grid_parser  # noqa: E402  (puts the repository root on the path)
-from unlearning_jobs import run_variants  # noqa: E402
-from unlearning_report import fmt  # noqa: E402
+from unlearning_jobs import FORGET_SEEDS, run_variants  # noqa: E402
+from unlearning_report import fmt, half_width  # noqa: E402
 
 from recbole_tru.files import write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
+from recbole_tru.stats import paired, t_interval  # noqa: E402
 
 CALIBRATION_SEED = 1
 VARIANTS = {
@@ -67,20 +74,86 @@ DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"
 
 def markdown(report):
     audit = report.get("audit", False)
+    several = len(report.get("forget_seeds", [report.get("forget_seed")])) > 1
     extra = " MIA distance | rank-attack distance | delta distance |" if audit else ""
-    lines = ["| backbone | regime | variant | forget gap | retain gap | top-20 overlap |" + extra + " seconds | stop |",
-             "| --- | --- | --- | --- | --- | --- |" + " --- |" * (3 if audit else 0) + " --- | --- |"]
+    lines = ["| backbone | regime |" + (" request |" if several else "") + " variant | forget gap | retain gap | top-20 overlap |"
+             + extra + " seconds | stop |",
+             "| --- | --- |" + (" --- |" if several else "") + " --- | --- | --- | --- |" + " --- |" * (3 if audit else 0) + " --- | --- |"]
     for cell in report["cells"]:
         ref = cell["reference"].get("mia") or {}
+        request = f" {cell['forget_seed']} |" if several else ""
         for name, r in cell["variants"].items():
             cols = ""
             if audit:
                 attacks = r.get("attacks") or {}
                 rank = abs(attacks["rank"] - ref["rank"]) if "rank" in attacks and "rank" in ref else None
                 cols = f" {fmt(r.get('mia_distance'), 3)} | {fmt(rank, 3)} | {fmt(r.get('delta_distance'), 3)} |"
-            lines.append(f"| {cell['model']} | {cell['regime']} | {name} | {fmt(r['gap_to_retrain']['forget']['recall@20'])} | "
+            lines.append(f"| {cell['model']} | {cell['regime']} |{request} {name} | {fmt(r['gap_to_retrain']['forget']['recall@20'])} | "
                          f"{fmt(r['gap_to_retrain']['retain']['ndcg@20'])} | {fmt(r['topk_overlap_with_retrain'], 3)} |"
                          f"{cols} {fmt(r['seconds'], 2)} | {r['stop_reason'] or ''} |")
+    out = "\n".join(lines) + "\n"
+    if several:
+        out += "\n" + summary_markdown(report)
+    return out
+
+
+def figure(r, name):
+    """One variant's figure on one request: ``forget_gap``, ``retain_gap``, ``seconds`` or
+    ``mia_distance`` (None where the run did not measure it)."""
+    if name == "forget_gap":
+        return r["gap_to_retrain"]["forget"]["recall@20"]
+    if name == "retain_gap":
+        return r["gap_to_retrain"]["retain"]["ndcg@20"]
+    return r.get(name)
+
+
+def summary(report):
+    """``{(model, regime): {variant: {figure: {"mean": t_interval, "vs_default": paired}}}}`` over
+    the requests of ``report`` (each variant paired with the default on the same requests; no
+    ``vs_default`` when the default was not run)."""
+    figures = ["forget_gap", "retain_gap", "seconds"] + (["mia_distance"] if report.get("audit") else [])
+    cells = {}
+    for cell in report["cells"]:
+        for name, r in cell["variants"].items():
+            per = cells.setdefault((cell["model"], cell["regime"]), {}).setdefault(name, {})
+            per.setdefault("seeds", []).append(cell["forget_seed"])
+            for f in figures:
+                per.setdefault(f, []).append(figure(r, f))
+    out = {}
+    for key, variants in cells.items():
+        base = variants.get(DEFAULT)
+        out[key] = {}
+        for name, per in variants.items():
+            out[key][name] = {f: {"mean": t_interval(per[f]),
+                                  **({"vs_default": paired(per[f], base[f])} if base and name != DEFAULT else {})}
+                              for f in figures}
+    return out
+
+
+def summary_markdown(report):
+    """Mean ± 95 % half-width over the requests; for each variant but the default, its paired
+    difference from the default (variant - default) [95 % CI] and the requests it is lower on."""
+    table = summary(report)
+    figures = ["forget_gap", "retain_gap", "seconds"] + (["mia_distance"] if report.get("audit") else [])
+    names = {"forget_gap": "forget gap", "retain_gap": "retain gap", "seconds": "seconds", "mia_distance": "MIA distance"}
+    lines = ["| backbone | regime | variant | requests | " + " | ".join(f"{names[f]}: mean | - default [95 % CI] (lower)"
+                                                              for f in figures) + " |",
+             "| --- | --- | --- | --- |" + " --- | --- |" * len(figures)]
+    for (model, regime), variants in table.items():
+        for name, figs in variants.items():
+            cols = []
+            for f in figures:
+                m = figs[f]["mean"]
+                digits = 2 if f == "seconds" else 4
+                cols.append(f"{fmt(m['mean'], digits)} ± {fmt(half_width(m), digits)}" if m["n"] else "n/a")
+                d = figs[f].get("vs_default")
+                if d is None or d["n"] == 0:
+                    cols.append("")
+                else:
+                    ci = d["diff"]
+                    interval = "" if ci["ci_low"] is None else f" [{ci['ci_low']:+.{digits}f}, {ci['ci_high']:+.{digits}f}]"
+                    cols.append(f"{ci['mean']:+.{digits}f}{interval} ({d['wins']}/{d['n']})")
+            lines.append(f"| {model} | {regime} | {name} | {figs[figures[0]]['mean']['n']} | " + " | ".join(cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -90,6 +163,8 @@ def parser():
     p.add_argument("--runs", default=None, help="folder of the runs and their model cache (default: a new "
                    "calibration-runs-<time> under --out; an earlier run's folder reuses its trained models)")
     p.add_argument("--tag", default="", help="suffix of the result files: calibration<tag>.json/.md")
+    p.add_argument("--seeds", default=str(CALIBRATION_SEED), help="calibration requests' forget seeds, comma list "
+                   f"(default: {CALIBRATION_SEED}); never a judged request's seed ({FORGET_SEEDS[0]}..{FORGET_SEEDS[-1]})")
     p.add_argument("--variants", default=None, help=f"variant names separated by ';' (names hold commas) (default: all; 'default' = {DEFAULT!r})")
     return p
 
@@ -104,20 +179,41 @@ def chosen_variants(names):
     return {n: VARIANTS[n] for n in picked}
 
 
+def calibration_seeds(text):
+    """The ``--seeds`` list; a judged request's seed is refused (defaults are never chosen on a
+    request the benchmark judges them by)."""
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--seeds: a comma list of integers, got {text!r}") from None
+    judged = sorted(set(seeds) & set(FORGET_SEEDS))
+    if judged:
+        raise SystemExit(f"--seeds: {judged} are judged requests' seeds (benchmarks/unlearning.py's FORGET_SEEDS); "
+                         f"calibrate on other requests")
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--seeds: repeated seed in {text!r}")
+    return seeds
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     variants = chosen_variants(args.variants)
+    seeds = calibration_seeds(args.seeds)
     out = Path(args.out)
     runs = Path(args.runs) if args.runs else out / f"calibration-runs-{time.strftime('%Y%m%d-%H%M%S')}"
-    extra = {**json.loads(args.config), "forget_seed": CALIBRATION_SEED, "audit_enabled": False}
     report = {"environment": environment(), "command": "python benchmarks/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "forget_seed": CALIBRATION_SEED, "audit": args.audit, "cells": []}
+              "forget_seed": seeds[0], "forget_seeds": seeds, "audit": args.audit, "cells": []}
     for model in args.models.split(","):
         for regime in args.regimes.split(","):
-            print(f"== {model} / {regime}", flush=True)
-            cell = run_variants(model, regime, runs, extra, args.dataset, variants, audit=args.audit,
-                                config_files=args.config_files.split() if args.config_files else None)
-            report["cells"].append({"model": model, "regime": regime, **cell})
+            for seed in seeds:
+                print(f"== {model} / {regime} / forget seed {seed}", flush=True)
+                extra = {**json.loads(args.config), "forget_seed": seed, "audit_enabled": False}
+                cell = run_variants(model, regime, runs, extra, args.dataset, variants, audit=args.audit,
+                                    config_files=args.config_files.split() if args.config_files else None)
+                report["cells"].append({"model": model, "regime": regime, "forget_seed": seed, **cell})
+    if len(seeds) > 1:
+        report["summary"] = [{"model": m, "regime": r, "variant": v, **figs}
+                             for (m, r), vs in summary(report).items() for v, figs in vs.items()]
     write_texts(out, f"calibration{args.tag}", [("json", json.dumps(report, indent=1, default=float)),
                                                 ("md", markdown(report))])
     print(markdown(report))
