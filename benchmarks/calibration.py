@@ -62,6 +62,7 @@ VARIANTS = {
     "deleted items reset to init + cold items' drift": {"tru_reset_items": "cold"},
     "modality scaling off": {"tru_scaling": False},
     "adaptive check interval": {"tru_check_adaptive": True},
+    "crossing refined (3 checks)": {"tru_stop_refine": 3},
     "repair first": {"tru_repair_first": True},
     "repair first, frozen reference": {"tru_repair_first": True, "tru_reference": "frozen"},
     "gated repair (down)": {"tru_repair_gate": "down"},

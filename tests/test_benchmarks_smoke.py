@@ -5,6 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TINY, TINY_CONFIG
@@ -96,6 +97,27 @@ def test_calibration_benchmark(tiny, tmp_path):
     report = module.main(["--models", "VBPR", "--regimes", "user", "--out", str(tmp_path / "r"), *tiny])
     assert report["forget_seed"] == module.CALIBRATION_SEED
     assert (tmp_path / "r" / "calibration.md").is_file()
+
+
+def test_calibration_benchmark_over_several_requests(tiny, tmp_path):
+    """--seeds runs every variant on each calibration request; the summary's mean and paired
+    difference are those of the per-request figures; a judged request's seed is refused."""
+    module = load("calibration")
+    report = module.main(["--models", "VBPR", "--regimes", "interaction", "--out", str(tmp_path / "r"), "--seeds", "1,2",
+                          "--tag", "_s", "--variants", "default;gate off", *tiny])
+    assert [c["forget_seed"] for c in report["cells"]] == [1, 2]
+    gaps = {name: [c["variants"][name]["gap_to_retrain"]["forget"]["recall@20"] for c in report["cells"]]
+            for name in (module.DEFAULT, "gate off")}
+    rows = {r["variant"]: r for r in report["summary"]}
+    assert rows[module.DEFAULT]["forget_gap"]["mean"]["mean"] == pytest.approx(np.mean(gaps[module.DEFAULT]))
+    assert "vs_default" not in rows[module.DEFAULT]["forget_gap"]
+    diff = rows["gate off"]["forget_gap"]["vs_default"]
+    assert diff["n"] == 2
+    assert diff["diff"]["mean"] == pytest.approx(np.mean(np.subtract(gaps["gate off"], gaps[module.DEFAULT])))
+    text = (tmp_path / "r" / "calibration_s.md").read_text()
+    assert "| request |" in text and "- default [95 % CI]" in text
+    with pytest.raises(SystemExit, match="judged requests' seeds"):
+        module.main(["--seeds", "1,2024", "--out", str(tmp_path / "r"), *tiny])
 
 
 def test_calibration_benchmark_reads_config_files(tiny, tmp_path):

@@ -964,6 +964,51 @@ def test_adaptive_checks_come_sooner_near_the_target_and_off_is_every_check_step
     assert [c["distance"] for c in adaptive[:n + 1]] == [c["distance"] for c in fixed[:n + 1]]
 
 
+def test_interpolate_and_the_stop_offer_hand_computed():
+    """``interpolate``: floating dense tensors at ``before + t (after - before)``, the rest from
+    ``after``; ``GuardedStop.offer`` keeps the lowest distance's state without counting a check."""
+    from recbole_tru.unlearn.gate import GuardedStop
+    from recbole_tru.unlearn.tru import interpolate
+
+    before = {"w": torch.tensor([0.0, 2.0]), "n": torch.tensor([1])}
+    after = {"w": torch.tensor([1.0, -2.0]), "n": torch.tensor([5])}
+    mid = interpolate(before, after, 0.25)
+    assert torch.allclose(mid["w"], torch.tensor([0.25, 1.0])) and int(mid["n"]) == 5
+    stop = GuardedStop(0.01, patience=2)
+    stop.update(0.3, lambda: "first")
+    stop.update(0.2, lambda: "second")
+    stop.offer(0.25, lambda: "not kept")
+    assert (stop.best, stop.best_state, stop.checks) == (0.2, "second", 2)
+    stop.offer(0.05, lambda: "between")
+    assert (stop.best, stop.best_state, stop.best_check, stop.checks, stop.rises) == (0.05, "between", 2, 2, 0)
+    assert stop.reason is None
+
+
+def test_stop_refine_searches_the_crossing_between_two_checks(trained):
+    """``tru_stop_refine``: where a check finds the forget pairs past their reference, extra checks
+    on the line between the two states (same step count); the run is the unrefined one up to
+    there; TRU returns the refined state (no repair: re-ranked, it reads the refined distance)."""
+    runs = {}
+    for refine in (0, 3):
+        _, _, _, trainer = trained("VBPR").setup(forget_regime="interaction", tru_check_steps=4, tru_batch_size=4,
+                                                 tru_stop_refine=refine, tru_epochs=4, tru_repair_epochs=0,
+                                                 tru_learning_rate=0.1)
+        model = trainer.unlearn()
+        runs[refine] = (trainer, model)
+    plain = [c for c in runs[0][0].checks if "distance" in c]
+    trainer, model = runs[3]
+    checks = [c for c in trainer.checks if "distance" in c]
+    first = next(i for i, c in enumerate(checks) if c.get("phase") == "refine")
+    crossing = checks[first - 1]
+    assert crossing["signed_partial"] * checks[first - 2]["signed_partial"] < 0       # passed the reference
+    assert [c["distance"] for c in checks[:first]] == [c["distance"] for c in plain[:first]]
+    refined = checks[first:]
+    assert all(c["step"] == crossing["step"] and 0 < c["t"] < 1 for c in refined)
+    assert trainer.stop_reason.startswith("crossing refined") and trainer.step == crossing["step"]
+    assert refined[-1]["distance"] < 0.01 <= min(c["distance"] for c in checks[:first])
+    assert trainer._check(phase="after") == pytest.approx(refined[-1]["distance"])     # the state returned
+
+
 def test_repair_first_runs_the_repair_before_the_targeted_update(trained):
     """``tru_repair_first``: the repair's passes are logged before the targeted update's, the state
     the guarded stop keeps is the one returned (no repair after it), and nothing stays frozen."""

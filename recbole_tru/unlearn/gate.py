@@ -197,6 +197,12 @@ class GuardedStop:
             self.reason = f"distance rose {self.rises} checks in a row"
         return self.reason is not None
 
+    def offer(self, distance, snapshot):
+        """A state between two checks (``tru_stop_refine``): remembered when its ``distance`` is the
+        lowest so far, without counting as a check (no rise, no stop)."""
+        if np.isfinite(distance) and distance < self.best:
+            self.best, self.best_state, self.best_check = distance, snapshot(), max(self.checks, 1)
+
 
 def cold_items(data, n):
     """Items a retrained model has (almost) no positive evidence for: the ``n`` non-deleted

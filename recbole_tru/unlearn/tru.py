@@ -17,7 +17,10 @@ Three coordinated interventions, then a repair, each switched by its own config 
    r_ui) / T), 0, 1)``; the guarded stop ends the update when the distance to the reference
    (``tru_stop_metric``) is below ``tru_stop_delta`` (or, with ``tru_stop_noise``, below a rank
    AUC's null standard error: a small request cannot be told from the reference any closer) or
-   rose ``tru_stop_patience`` checks in a row, and restores the lowest-distance state.
+   rose ``tru_stop_patience`` checks in a row, and restores the lowest-distance state; with
+   ``tru_stop_refine``, a check that finds the forget pairs past their reference searches the
+   line between its state and the previous check's for the crossing (a small request's few
+   pairs pass it within a few steps).
 3. **Branch-wise modality scaling** (``tru_scaling``): each branch (``id``, one per modality)
    is an optimizer group with learning-rate multiplier ``α_b = clip(1 + cos(∇_b L_f, ∇_b L_r),
    tru_alpha_min, 1)``, re-measured every ``tru_scale_refresh`` steps on the masked rows.
@@ -59,6 +62,13 @@ from recbole_tru.unlearn.optim import RowAdam
 # Streams of TRU's generators, keyed with forget_seed: np.random.default_rng([forget_seed, stream]).
 RANK_SAMPLE_STREAM = 1                                  # the checks' item sample
 DRAW_STREAM = 2                                         # reference pairs and repair sample
+
+
+def interpolate(before, after, t):
+    """The state ``before + t (after - before)`` of two state dicts: floating dense tensors
+    interpolated, every other entry (integer buffers, sparse graphs) taken from ``after``."""
+    return {k: before[k] + t * (v - before[k]) if v.is_floating_point() and v.layout == torch.strided else v
+            for k, v in after.items()}
 
 
 class TRUTrainer(UnlearnTrainer):
@@ -153,9 +163,68 @@ class TRUTrainer(UnlearnTrainer):
         ``tru_check_adaptive``): re-rank (the gate's weights) and ask the guarded stop."""
         if self.step < self._next_check:
             return False
+        previous = self._last_check_state
         distance = self.check()
+        record = self.checks[-1]
         self._next_check = self.step + self.check_interval()
-        return self.option("stop") == "guarded" and self.stopper.update(distance, self._snapshot, self._noise())
+        if self.option("stop") != "guarded":
+            return False
+        stop = self.stopper.update(distance, self._snapshot, self._noise())
+        if int(self.option("stop_refine")) > 0:
+            below = distance < max(float(self.option("stop_delta")), self._noise())
+            if not below and previous is not None and self._refine_crossing(previous):
+                return True
+            self._last_check_state = (self._snapshot(), record)
+        return stop
+
+    def _crossing(self, before, after):
+        """The group whose signed reading changed sign between two check records (the forget pairs
+        passed their reference in between), or None; the partially deleted users' group first."""
+        for name in ("partial", "item"):
+            a, b = before.get(f"signed_{name}"), after.get(f"signed_{name}")
+            if a is not None and b is not None and a * b < 0:
+                return name
+        return None
+
+    def _refine_crossing(self, previous):
+        """``tru_stop_refine``: when the last check finds the forget pairs on the other side of their
+        reference than the check before (a request's few pairs can pass it within
+        ``tru_check_steps`` steps), search the straight line between the two checks' states for
+        the crossing, ``tru_stop_refine`` checks at most (regula falsi on the crossing group's
+        signed reading: ``θ(t) = θ_prev + t (θ_last - θ_prev)``, ``t = s_prev / (s_prev - s_last)``),
+        each state offered to the guarded stop as a candidate. True (stop) once one is below
+        ``max(tru_stop_delta, noise floor)``; otherwise the update goes on from the last check's
+        state, gate weights as that check left them."""
+        state_before, record_before = previous
+        checks = [c for c in self.checks if "distance" in c and c.get("phase") != "refine"]
+        record_after = checks[-1]
+        group = self._crossing(record_before, record_after)
+        if group is None:
+            return False
+        state_after, weights = self._snapshot(), self.weights.copy()
+        low, high = (state_before, record_before[f"signed_{group}"]), (state_after, record_after[f"signed_{group}"])
+        threshold = lambda: max(float(self.option("stop_delta")), self._noise())  # noqa: E731
+        for _ in range(int(self.option("stop_refine"))):
+            t = low[1] / (low[1] - high[1])
+            state = interpolate(low[0], high[0], t)
+            self.model.load_state_dict(state)
+            distance = self._check(phase="refine")
+            signed = self.checks[-1].get(f"signed_{group}")
+            self.checks[-1]["t"] = float(t)
+            self.stopper.offer(distance, lambda: state)
+            if distance < threshold():
+                self.stopper.reason = f"crossing refined: distance {distance:.4f} < {threshold():.4f} between two checks"
+                return True
+            if signed is None or signed == 0:
+                break
+            if signed * low[1] > 0:
+                low = (state, signed)
+            else:
+                high = (state, signed)
+        self.model.load_state_dict(state_after)
+        self.weights[:] = weights
+        self.checks.append({**record_after, "phase": "refine end"})
+        return False
 
     def check_interval(self):
         """Steps to the next check: ``tru_check_steps``; with ``tru_check_adaptive``, fewer when the
@@ -166,7 +235,7 @@ class TRUTrainer(UnlearnTrainer):
         ``tru_check_steps`` steps, the stop can find the distance well above 0 at one check and
         already far past it (overshot) at the next."""
         steps = int(self.option("check_steps"))
-        checks = [c for c in self.checks if "distance" in c]
+        checks = [c for c in self.checks if "distance" in c and not c.get("phase", "").startswith("refine")]
         if not self.option("check_adaptive") or len(checks) < 2:
             return steps
         last, before = checks[-1], checks[-2]
@@ -251,6 +320,7 @@ class TRUTrainer(UnlearnTrainer):
                     self.optimizer.restrict(self.params[name], mask.view(-1).nonzero().squeeze(1))
         self._retain = cycle(self._affected_retain_loader())
         self.stopper = GuardedStop(self.option("stop_delta"), self.option("stop_patience"))
+        self._last_check_state = None                   # (state, check record) of the last check, for tru_stop_refine
 
     def _affected_retain_loader(self):
         """Retain batches of the targeted step: the retained interactions of the users of the
