@@ -25,7 +25,7 @@ from unlearning import grid_parser  # noqa: E402  (puts the repository root on t
 from unlearning_jobs import FORGET_SEEDS, run_variants  # noqa: E402
 from unlearning_report import fmt, half_width  # noqa: E402
 
-from recbole_tru.files import write_texts  # noqa: E402
+from recbole_tru.files import save_png, write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.stats import paired, t_interval  # noqa: E402
 
@@ -180,6 +180,38 @@ def chosen_variants(names):
     return {n: VARIANTS[n] for n in picked}
 
 
+def plot_summary(report, path):
+    """One panel per figure (forget gap, retain gap, seconds): each non-default variant's paired
+    difference from the default per cell, mean and 95 % interval, 0 marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["summary"] if r["variant"] != DEFAULT and "vs_default" in r["forget_gap"]]
+    if not rows:
+        return None
+    figures = [("forget_gap", "forget gap"), ("retain_gap", "retain gap"), ("seconds", "seconds")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.45 * len(rows) + 1.6), sharey=True)
+    labels = [f"{r['model']} {r['regime']}: {r['variant']}" for r in rows]
+    for ax, (key, name) in zip(axes, figures):
+        for y, r in enumerate(rows):
+            d = r[key]["vs_default"]["diff"]
+            if d["mean"] is None:
+                continue
+            if d["ci_low"] is not None:
+                ax.plot([d["ci_low"], d["ci_high"]], [y, y], color="tab:blue")
+            ax.plot([d["mean"]], [y], "o", color="tab:blue")
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(f"{name}: variant - default")
+    axes[0].set_yticks(range(len(rows)), labels, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"paired over calibration requests {report['forget_seeds']} (95 % t intervals)", fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)
+    return path
+
+
 def calibration_seeds(text):
     """The ``--seeds`` list; a judged request's seed is refused (defaults are never chosen on a
     request the benchmark judges them by)."""
@@ -217,6 +249,8 @@ def main(argv=None):
                              for (m, r), vs in summary(report).items() for v, figs in vs.items()]
     write_texts(out, f"calibration{args.tag}", [("json", json.dumps(report, indent=1, default=float)),
                                                 ("md", markdown(report))])
+    if len(seeds) > 1:
+        plot_summary(report, out / f"calibration{args.tag}.png")
     print(markdown(report))
     return report
 

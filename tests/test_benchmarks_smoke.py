@@ -116,6 +116,7 @@ def test_calibration_benchmark_over_several_requests(tiny, tmp_path):
     assert diff["diff"]["mean"] == pytest.approx(np.mean(np.subtract(gaps["gate off"], gaps[module.DEFAULT])))
     text = (tmp_path / "r" / "calibration_s.md").read_text()
     assert "| request |" in text and "- default [95 % CI]" in text
+    assert (tmp_path / "r" / "calibration_s.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="judged requests' seeds"):
         module.main(["--seeds", "1,2024", "--out", str(tmp_path / "r"), *tiny])
 
