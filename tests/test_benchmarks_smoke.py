@@ -106,6 +106,9 @@ def test_calibration_benchmark_over_several_requests(tiny, tmp_path):
     report = module.main(["--models", "VBPR", "--regimes", "interaction", "--out", str(tmp_path / "r"), "--seeds", "1,2",
                           "--tag", "_s", "--variants", "default;gate off", *tiny])
     assert [c["forget_seed"] for c in report["cells"]] == [1, 2]
+    gate_off = ["gate off", module.DEFAULT]
+    assert [c["run_order"] for c in report["cells"]] == [gate_off[::-1], gate_off]     # each variant first once
+    assert all(list(c["variants"]) == [module.DEFAULT, "gate off"] for c in report["cells"])
     gaps = {name: [c["variants"][name]["gap_to_retrain"]["forget"]["recall@20"] for c in report["cells"]]
             for name in (module.DEFAULT, "gate off")}
     rows = {r["variant"]: r for r in report["summary"]}

@@ -964,16 +964,11 @@ def test_adaptive_checks_come_sooner_near_the_target_and_off_is_every_check_step
     assert [c["distance"] for c in adaptive[:n + 1]] == [c["distance"] for c in fixed[:n + 1]]
 
 
-def test_interpolate_and_the_stop_offer_hand_computed():
-    """``interpolate``: floating dense tensors at ``before + t (after - before)``, the rest from
-    ``after``; ``GuardedStop.offer`` keeps the lowest distance's state without counting a check."""
+def test_the_stop_offer_keeps_the_lowest_state_without_counting_a_check():
+    """``GuardedStop.offer`` (a state between two checks) keeps the lowest distance's state, and
+    is neither a check nor a rise."""
     from recbole_tru.unlearn.gate import GuardedStop
-    from recbole_tru.unlearn.tru import interpolate
 
-    before = {"w": torch.tensor([0.0, 2.0]), "n": torch.tensor([1])}
-    after = {"w": torch.tensor([1.0, -2.0]), "n": torch.tensor([5])}
-    mid = interpolate(before, after, 0.25)
-    assert torch.allclose(mid["w"], torch.tensor([0.25, 1.0])) and int(mid["n"]) == 5
     stop = GuardedStop(0.01, patience=2)
     stop.update(0.3, lambda: "first")
     stop.update(0.2, lambda: "second")
@@ -1007,6 +1002,12 @@ def test_stop_refine_searches_the_crossing_between_two_checks(trained):
     assert trainer.stop_reason.startswith("crossing refined") and trainer.step == crossing["step"]
     assert refined[-1]["distance"] < 0.01 <= min(c["distance"] for c in checks[:first])
     assert trainer._check(phase="after") == pytest.approx(refined[-1]["distance"])     # the state returned
+    # what a check keeps for the search: the routed rows only (isolation), each a row of its table
+    trainer._freeze(set(trainer.routed_rows))          # as during the targeted update (unlearn() unfroze them)
+    moving = trainer._moving_state()
+    assert set(moving) == set(trainer.routed_rows)
+    for name, (rows, values) in moving.items():
+        assert len(rows) == int(trainer.routed_rows[name].sum()) and torch.equal(values, trainer.params[name][rows])
 
 
 def test_repair_first_runs_the_repair_before_the_targeted_update(trained):

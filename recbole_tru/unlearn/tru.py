@@ -64,13 +64,6 @@ RANK_SAMPLE_STREAM = 1                                  # the checks' item sampl
 DRAW_STREAM = 2                                         # reference pairs and repair sample
 
 
-def interpolate(before, after, t):
-    """The state ``before + t (after - before)`` of two state dicts: floating dense tensors
-    interpolated, every other entry (integer buffers, sparse graphs) taken from ``after``."""
-    return {k: before[k] + t * (v - before[k]) if v.is_floating_point() and v.layout == torch.strided else v
-            for k, v in after.items()}
-
-
 class TRUTrainer(UnlearnTrainer):
     name = "tru"
 
@@ -174,8 +167,27 @@ class TRUTrainer(UnlearnTrainer):
             below = distance < max(float(self.option("stop_delta")), self._noise())
             if not below and previous is not None and self._refine_crossing(previous):
                 return True
-            self._last_check_state = (self._snapshot(), record)
+            self._last_check_state = (self._moving_state(), record)
         return stop
+
+    def _moving_state(self):
+        """What the targeted update can have moved since the last check, ``{name: (rows, values)}``:
+        under isolation the routed rows of each routed table (``rows`` their indices), else every
+        trainable parameter whole (``rows`` None). A copy that costs what the request moves."""
+        out = {}
+        for name, p in self.params.items():
+            if p.requires_grad:
+                rows = self._moving_rows.get(name)
+                out[name] = (rows, (p.detach() if rows is None else p.detach()[rows]).clone())
+        return out
+
+    def _load_moving(self, state):
+        with torch.no_grad():
+            for name, (rows, values) in state.items():
+                if rows is None:
+                    self.params[name].copy_(values)
+                else:
+                    self.params[name][rows] = values
 
     def _crossing(self, before, after):
         """The group whose signed reading changed sign between two check records (the forget pairs
@@ -201,17 +213,18 @@ class TRUTrainer(UnlearnTrainer):
         group = self._crossing(record_before, record_after)
         if group is None:
             return False
-        state_after, weights = self._snapshot(), self.weights.copy()
+        state_after, weights = self._moving_state(), self.weights.copy()
         low, high = (state_before, record_before[f"signed_{group}"]), (state_after, record_after[f"signed_{group}"])
         threshold = lambda: max(float(self.option("stop_delta")), self._noise())  # noqa: E731
         for _ in range(int(self.option("stop_refine"))):
             t = low[1] / (low[1] - high[1])
-            state = interpolate(low[0], high[0], t)
-            self.model.load_state_dict(state)
+            state = {name: (rows, low[0][name][1] + t * (values - low[0][name][1]))
+                     for name, (rows, values) in high[0].items()}
+            self._load_moving(state)
             distance = self._check(phase="refine")
             signed = self.checks[-1].get(f"signed_{group}")
             self.checks[-1]["t"] = float(t)
-            self.stopper.offer(distance, lambda: state)
+            self.stopper.offer(distance, self._snapshot)
             if distance < threshold():
                 self.stopper.reason = f"crossing refined: distance {distance:.4f} < {threshold():.4f} between two checks"
                 return True
@@ -221,7 +234,7 @@ class TRUTrainer(UnlearnTrainer):
                 low = (state, signed)
             else:
                 high = (state, signed)
-        self.model.load_state_dict(state_after)
+        self._load_moving(state_after)
         self.weights[:] = weights
         self.checks.append({**record_after, "phase": "refine end"})
         return False
@@ -320,7 +333,11 @@ class TRUTrainer(UnlearnTrainer):
                     self.optimizer.restrict(self.params[name], mask.view(-1).nonzero().squeeze(1))
         self._retain = cycle(self._affected_retain_loader())
         self.stopper = GuardedStop(self.option("stop_delta"), self.option("stop_patience"))
-        self._last_check_state = None                   # (state, check record) of the last check, for tru_stop_refine
+        self._last_check_state = None                   # (moving state, check record) of the last check, tru_stop_refine
+        self._moving_rows = {}                          # param name -> the row indices the update moves (isolation)
+        if self.option("isolate"):
+            self._moving_rows = {name: mask.view(-1).nonzero().squeeze(1) for name, mask in self.routed_rows.items()
+                                 if self.params[name].dim() == 2}
 
     def _affected_retain_loader(self):
         """Retain batches of the targeted step: the retained interactions of the users of the
