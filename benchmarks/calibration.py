@@ -38,7 +38,7 @@ VARIANTS = {
                                                  "tru_stop_delta": 0.05, "tru_match": "pooled"},
     "recall stop (δ .01), lr .003, pooled matching": {"tru_match": "pooled", "tru_item_stop_metric": "recall"},
     "recall stop, per-user matching": {"tru_item_stop_metric": "recall"},
-    "default (+ deleted items' pairs stop on rank AUC)": {},      # since 2026-12-06: items' rows routed, repair at the training lr
+    "default (+ deleted items' pairs stop on rank AUC)": {},      # since 2026-12-06: items' rows routed, repair at the training lr; 2026-12-07: cold reset, crossing search
     "default, frozen reference": {"tru_reference": "frozen"},
     "default, no repair": {"tru_repair_epochs": 0},
     "reverse (default E=5)": {"method": "reverse"},
@@ -59,10 +59,12 @@ VARIANTS = {
     "before 2026-12-06 (items' rows not routed, repair lr .001)": {"tru_route_items": False,
                                                                    "tru_repair_learning_rate": 0.001},
     "gate off": {"tru_gate": False},
-    "deleted items reset to init + cold items' drift": {"tru_reset_items": "cold"},
+    "deleted items reset to init + cold items' drift": {"tru_reset_items": "cold"},   # the default since 2026-12-07
     "modality scaling off": {"tru_scaling": False},
     "adaptive check interval": {"tru_check_adaptive": True},
-    "crossing refined (3 checks)": {"tru_stop_refine": 3},
+    "crossing refined (3 checks)": {"tru_stop_refine": 3},                 # the default since 2026-12-07
+    "no crossing search (before 2026-12-07)": {"tru_stop_refine": 0},
+    "deleted items reset to init (before 2026-12-07)": {"tru_reset_items": "init"},
     "repair first": {"tru_repair_first": True},
     "repair first, frozen reference": {"tru_repair_first": True, "tru_reference": "frozen"},
     "gated repair (down)": {"tru_repair_gate": "down"},

@@ -359,9 +359,10 @@ def test_tru_resets_deleted_users_to_the_seeded_initial_rows(trained, name):
 
 @pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
 def test_reset_redraws_owned_rows_only(trained, name):
-    """Item regime: the deleted items' ID rows (and the rows of any user left with nothing) are
-    re-drawn from the seeded initialisation; content branches and everything else stay."""
-    config, data, model, trainer = trained(name).setup(forget_regime="item", forget_share=0.1)
+    """Item regime, ``tru_reset_items: init``: the deleted items' ID rows (and the rows of any user
+    left with nothing) are re-drawn from the seeded initialisation; content branches and
+    everything else stay."""
+    config, data, model, trainer = trained(name).setup(forget_regime="item", forget_share=0.1, tru_reset_items="init")
     f = data.forget
     assert len(f.deleted_items) == round(0.1 * len(np.unique(data.train_dataset.inter_feat[IID].numpy())))
     start = state(model)
@@ -951,7 +952,8 @@ def test_adaptive_checks_come_sooner_near_the_target_and_off_is_every_check_step
     runs = {}
     for adaptive in (False, True):
         _, _, _, trainer = trained("VBPR").setup(forget_regime="interaction", tru_check_steps=4, tru_batch_size=4,
-                                                 tru_check_adaptive=adaptive, tru_stop_delta=0.0, tru_epochs=4)
+                                                 tru_check_adaptive=adaptive, tru_stop_delta=0.0, tru_epochs=4,
+                                                 tru_stop_refine=0)   # the schedule alone
         trainer.unlearn()
         runs[adaptive] = [c for c in trainer.checks if "distance" in c]
     fixed, adaptive = runs[False], runs[True]
