@@ -165,7 +165,7 @@ class TRUTrainer(UnlearnTrainer):
         stop = self.stopper.update(distance, self._snapshot, self._noise())
         if int(self.option("stop_refine")) > 0:
             below = distance < max(float(self.option("stop_delta")), self._noise())
-            if not below and previous is not None and self._refine_crossing(previous):
+            if not below and previous is not None and self._refine_crossing(previous, record):
                 return True
             self._last_check_state = (self._moving_state(), record)
         return stop
@@ -198,7 +198,7 @@ class TRUTrainer(UnlearnTrainer):
                 return name
         return None
 
-    def _refine_crossing(self, previous):
+    def _refine_crossing(self, previous, record_after):
         """``tru_stop_refine``: when the last check finds the forget pairs on the other side of their
         reference than the check before (a request's few pairs can pass it within
         ``tru_check_steps`` steps), search the straight line between the two checks' states for
@@ -206,10 +206,8 @@ class TRUTrainer(UnlearnTrainer):
         signed reading: ``θ(t) = θ_prev + t (θ_last - θ_prev)``, ``t = s_prev / (s_prev - s_last)``),
         each state offered to the guarded stop as a candidate. True (stop) once one is below
         ``max(tru_stop_delta, noise floor)``; otherwise the update goes on from the last check's
-        state, gate weights as that check left them."""
+        state (``record_after``), gate weights as that check left them."""
         state_before, record_before = previous
-        checks = [c for c in self.checks if "distance" in c and c.get("phase") != "refine"]
-        record_after = checks[-1]
         group = self._crossing(record_before, record_after)
         if group is None:
             return False
@@ -327,17 +325,15 @@ class TRUTrainer(UnlearnTrainer):
             trainable = {n for n in self.params if n not in dense or self.option("update_dense")}
         self._freeze(trainable)
         self.optimizer = self._branch_optimizer(self.option("learning_rate"))
+        self._moving_rows = {}                          # param name -> the row indices the update moves (isolation)
         if self.option("isolate"):       # the hooks zero every other row: the optimizer reads these only
-            for name, mask in self.routed_rows.items():
-                if self.params[name].dim() == 2:
-                    self.optimizer.restrict(self.params[name], mask.view(-1).nonzero().squeeze(1))
+            self._moving_rows = {name: mask.view(-1).nonzero().squeeze(1) for name, mask in self.routed_rows.items()
+                                 if self.params[name].dim() == 2}
+            for name, rows in self._moving_rows.items():
+                self.optimizer.restrict(self.params[name], rows)
         self._retain = cycle(self._affected_retain_loader())
         self.stopper = GuardedStop(self.option("stop_delta"), self.option("stop_patience"))
         self._last_check_state = None                   # (moving state, check record) of the last check, tru_stop_refine
-        self._moving_rows = {}                          # param name -> the row indices the update moves (isolation)
-        if self.option("isolate"):
-            self._moving_rows = {name: mask.view(-1).nonzero().squeeze(1) for name, mask in self.routed_rows.items()
-                                 if self.params[name].dim() == 2}
 
     def _affected_retain_loader(self):
         """Retain batches of the targeted step: the retained interactions of the users of the
