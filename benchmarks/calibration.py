@@ -119,7 +119,6 @@ def summary(report):
     for cell in report["cells"]:
         for name, r in cell["variants"].items():
             per = cells.setdefault((cell["model"], cell["regime"]), {}).setdefault(name, {})
-            per.setdefault("seeds", []).append(cell["forget_seed"])
             for f in figures:
                 per.setdefault(f, []).append(figure(r, f))
     out = {}
