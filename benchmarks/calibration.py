@@ -110,11 +110,17 @@ def figure(r, name):
     return r.get(name)
 
 
+def summary_figures(report):
+    """The figures of the several-request summary: the gaps and seconds, and the MIA distance
+    with the audit."""
+    return ["forget_gap", "retain_gap", "seconds"] + (["mia_distance"] if report.get("audit") else [])
+
+
 def summary(report):
     """``{(model, regime): {variant: {figure: {"mean": t_interval, "vs_default": paired}}}}`` over
     the requests of ``report`` (each variant paired with the default on the same requests; no
     ``vs_default`` when the default was not run)."""
-    figures = ["forget_gap", "retain_gap", "seconds"] + (["mia_distance"] if report.get("audit") else [])
+    figures = summary_figures(report)
     cells = {}
     for cell in report["cells"]:
         for name, r in cell["variants"].items():
@@ -136,7 +142,7 @@ def summary_markdown(report):
     """Mean ± 95 % half-width over the requests; for each variant but the default, its paired
     difference from the default (variant - default) [95 % CI] and the requests it is lower on."""
     table = summary(report)
-    figures = ["forget_gap", "retain_gap", "seconds"] + (["mia_distance"] if report.get("audit") else [])
+    figures = summary_figures(report)
     names = {"forget_gap": "forget gap", "retain_gap": "retain gap", "seconds": "seconds", "mia_distance": "MIA distance"}
     lines = ["| backbone | regime | variant | requests | " + " | ".join(f"{names[f]}: mean | - default [95 % CI] (lower)"
                                                               for f in figures) + " |",

@@ -979,6 +979,8 @@ def test_the_stop_offer_keeps_the_lowest_state_without_counting_a_check():
     stop.offer(0.05, lambda: "between")
     assert (stop.best, stop.best_state, stop.best_check, stop.checks, stop.rises) == (0.05, "between", 2, 2, 0)
     assert stop.reason is None
+    assert stop.offer(0.03, lambda: "under the noise floor", noise=0.04)          # below max(delta, noise)
+    assert stop.best_state == "under the noise floor" and stop.reason.startswith("crossing refined: distance 0.0300 < 0.0400")
 
 
 def test_stop_refine_searches_the_crossing_between_two_checks(trained):

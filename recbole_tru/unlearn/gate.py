@@ -191,17 +191,27 @@ class GuardedStop:
         self.checks += 1
         if distance < self.delta:
             self.reason = f"distance {distance:.4f} < delta {self.delta}"
-        elif noise and distance < noise:
+        elif self.below(distance, noise):
             self.reason = f"distance {distance:.4f} < its noise floor {noise:.4f} (delta {self.delta})"
         elif self.rises >= self.patience:
             self.reason = f"distance rose {self.rises} checks in a row"
         return self.reason is not None
 
-    def offer(self, distance, snapshot):
+    def below(self, distance, noise=0.0):
+        """The stop's target: ``distance < max(delta, noise)`` (``noise`` as in :meth:`update`)."""
+        return distance < max(self.delta, noise)
+
+    def offer(self, distance, snapshot, noise=0.0):
         """A state between two checks (``tru_stop_refine``): remembered when its ``distance`` is the
-        lowest so far, without counting as a check (no rise, no stop)."""
+        lowest so far, without counting as a check (no rise). Returns True, with the reason, when
+        it meets the stop's target (:meth:`below`)."""
         if np.isfinite(distance) and distance < self.best:
             self.best, self.best_state, self.best_check = distance, snapshot(), max(self.checks, 1)
+        if self.below(distance, noise):
+            self.reason = (f"crossing refined: distance {distance:.4f} < {max(self.delta, noise):.4f} "
+                           f"between two checks")
+            return True
+        return False
 
 
 def cold_items(data, n):

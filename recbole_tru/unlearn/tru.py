@@ -164,7 +164,7 @@ class TRUTrainer(UnlearnTrainer):
             return False
         stop = self.stopper.update(distance, self._snapshot, self._noise())
         if int(self.option("stop_refine")) > 0:
-            below = distance < max(float(self.option("stop_delta")), self._noise())
+            below = self.stopper.below(distance, self._noise())
             if not below and previous is not None and self._refine_crossing(previous, record):
                 return True
             self._last_check_state = (self._moving_state(), record)
@@ -213,7 +213,6 @@ class TRUTrainer(UnlearnTrainer):
             return False
         state_after, weights = self._moving_state(), self.weights.copy()
         low, high = (state_before, record_before[f"signed_{group}"]), (state_after, record_after[f"signed_{group}"])
-        threshold = lambda: max(float(self.option("stop_delta")), self._noise())  # noqa: E731
         for _ in range(int(self.option("stop_refine"))):
             t = low[1] / (low[1] - high[1])
             state = {name: (rows, low[0][name][1] + t * (values - low[0][name][1]))
@@ -222,9 +221,7 @@ class TRUTrainer(UnlearnTrainer):
             distance = self._check(phase="refine")
             signed = self.checks[-1].get(f"signed_{group}")
             self.checks[-1]["t"] = float(t)
-            self.stopper.offer(distance, self._snapshot)
-            if distance < threshold():
-                self.stopper.reason = f"crossing refined: distance {distance:.4f} < {threshold():.4f} between two checks"
+            if self.stopper.offer(distance, self._snapshot, self._noise()):
                 return True
             if signed is None or signed == 0:
                 break
