@@ -78,10 +78,10 @@ DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"
 def markdown(report):
     audit = report.get("audit", False)
     several = len(report.get("forget_seeds", [report.get("forget_seed")])) > 1
-    extra = " MIA distance | rank-attack distance | delta distance |" if audit else ""
+    extra = " MIA distance | rank-attack distance | delta distance | drop distance |" if audit else ""
     lines = ["| backbone | regime |" + (" request |" if several else "") + " variant | forget gap | retain gap | top-20 overlap |"
              + extra + " seconds | stop |",
-             "| --- | --- |" + (" --- |" if several else "") + " --- | --- | --- | --- |" + " --- |" * (3 if audit else 0) + " --- | --- |"]
+             "| --- | --- |" + (" --- |" if several else "") + " --- | --- | --- | --- |" + " --- |" * (4 if audit else 0) + " --- | --- |"]
     for cell in report["cells"]:
         ref = cell["reference"].get("mia") or {}
         request = f" {cell['forget_seed']} |" if several else ""
@@ -90,7 +90,8 @@ def markdown(report):
             if audit:
                 attacks = r.get("attacks") or {}
                 rank = abs(attacks["rank"] - ref["rank"]) if "rank" in attacks and "rank" in ref else None
-                cols = f" {fmt(r.get('mia_distance'), 3)} | {fmt(rank, 3)} | {fmt(r.get('delta_distance'), 3)} |"
+                cols = (f" {fmt(r.get('mia_distance'), 3)} | {fmt(rank, 3)} | {fmt(r.get('delta_distance'), 3)} | "
+                        f"{fmt(r.get('drop_distance'), 3)} |")
             lines.append(f"| {cell['model']} | {cell['regime']} |{request} {name} | {fmt(r['gap_to_retrain']['forget']['recall@20'])} | "
                          f"{fmt(r['gap_to_retrain']['retain']['ndcg@20'])} | {fmt(r['topk_overlap_with_retrain'], 3)} |"
                          f"{cols} {fmt(r['seconds'], 2)} | {r['stop_reason'] or ''} |")

@@ -26,7 +26,8 @@ from unlearning_report import fmt  # noqa: E402
 
 # per-request figures of a method, and whether larger is better
 PAIRED_METRICS = (("forget_gap", False), ("retain_gap", False), ("retain_ratio", True), ("mia_distance", False),
-                  ("mia_lr_distance", False), ("delta_distance", False), ("seconds", False))
+                  ("mia_lr_distance", False), ("delta_distance", False), ("drop_distance", False),
+                  ("seconds", False))
 
 
 def reproduction(a, b):

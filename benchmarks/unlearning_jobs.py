@@ -99,7 +99,7 @@ def figures(r, ref, retrain_seconds):
         out["mia_distance"] = abs(r["mia_auc"] - ref["mia_auc"])
         out["attacks"] = r.get("mia") or {}
         attacks, ref_attacks = out["attacks"], ref.get("mia") or {}
-        for attack, metric in (("lira", "mia_lr_distance"), ("delta", "delta_distance")):
+        for attack, metric in (("lira", "mia_lr_distance"), ("delta", "delta_distance"), ("drop", "drop_distance")):
             if attack in attacks and attack in ref_attacks:
                 out[metric] = abs(attacks[attack] - ref_attacks[attack])
         if (r.get("mia_tpr_at_1pct_fpr") or {}).get("lira") is not None:

@@ -17,9 +17,9 @@ from unlearning_jobs import ABLATIONS, CURVE_METHODS, FORGET_SEEDS
 METRICS = {"forget_gap": True, "retain_gap": True, "retain_ratio": None, "mia_distance": True,
            "mia_auc": None, "mia_user_distance": True, "topk_overlap": False, "seconds": True,
            "speedup": False, "retain_ndcg": None, "forget_recall": None, "mia_lr_distance": True,
-           "delta_distance": True, "mia_lr_tpr": None}
+           "delta_distance": True, "drop_distance": True, "mia_lr_tpr": None}
 PAIRED_METRICS = ("forget_gap", "retain_gap", "mia_distance", "topk_overlap", "seconds", "mia_lr_distance",
-                  "delta_distance")
+                  "delta_distance", "drop_distance")
 VARIANCE_METRICS = ("forget_gap", "retain_gap", "mia_distance", "retain_ndcg")
 VARIANCE_METHODS = ("original", "retrain", "finetune", "reverse", "tru")
 
@@ -227,32 +227,33 @@ def markdown(report):
 
 
 def likelihood_markdown(report):
-    """The likelihood-ratio attack (``lira``, where the run had ``audit_lr``) and the ``delta``
-    attack: AUC, distance to retrain's, TPR at 1 % FPR, and TRU against each baseline."""
+    """The likelihood-ratio attack (``lira``, where the run had ``audit_lr``) and the two attacks
+    that hold the original model (``delta``, fitted; ``drop``, unfitted): AUC, distance to
+    retrain's, TPR at 1 % FPR, and TRU against each baseline."""
     if not any("mia_lr_distance" in a for cell in report["cells"] for a in cell["aggregate"].values()):
         return []
-    lines = ["", "Likelihood-ratio attack with reference models (`lira`) and the score-change attack (`delta`): "
-             "AUC of the forget pairs vs held-out pairs and its distance to retrain's (per request), the true-positive "
-             "rate at 1 % false positives, mean ± 95 % CI; TRU vs the method: wins, paired difference TRU − method "
-             "[95 % CI] of the distance.", "",
+    metrics = ("mia_lr_distance", "delta_distance", "drop_distance")
+    lines = ["", "Likelihood-ratio attack with reference models (`lira`), the fitted score-change attack (`delta`) "
+             "and the unfitted score-fall attack (`drop`): AUC of the forget pairs vs held-out pairs and its distance "
+             "to retrain's (per request), the true-positive rate at 1 % false positives, mean ± 95 % CI; TRU vs the "
+             "method: wins, paired difference TRU − method [95 % CI] of the distance.", "",
              "| backbone | regime | method | lira AUC | lira distance | lira TPR at 1 % FPR | delta distance "
-             "| TRU vs method: lira distance | TRU vs method: delta distance |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| drop distance | TRU vs method: lira distance | TRU vs method: delta distance "
+             "| TRU vs method: drop distance |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for cell in report["cells"]:
         for method, a in cell["aggregate"].items():
             if "lira" not in a.get("attacks", {}) or method.startswith("tru-"):
                 continue
             p = cell["paired"].get(method, {})
-            vs = [f"{wins(p[m])}, {diff_ci(p[m])}" if p.get(m, {}).get("n") else "" for m in
-                  ("mia_lr_distance", "delta_distance")]
+            vs = [f"{wins(p[m])}, {diff_ci(p[m])}" if p.get(m, {}).get("n") else "" for m in metrics]
+            own = ["" if method == "retrain" else pm(a.get(m), 3) for m in metrics]
             lines.append(f"| {cell['model']} | {cell['regime']} | {method} | {pm(a.get('attacks', {}).get('lira'), 3)} | "
-                         f"{'' if method == 'retrain' else pm(a.get('mia_lr_distance'), 3)} | "
-                         f"{pm(a.get('mia_lr_tpr'), 3)} | {'' if method == 'retrain' else pm(a.get('delta_distance'), 3)} | "
-                         f"{vs[0]} | {vs[1]} |")
+                         f"{own[0]} | {pm(a.get('mia_lr_tpr'), 3)} | {own[1]} | {own[2]} | {' | '.join(vs)} |")
     return lines
 
 
-ATTACKS = ("logistic", "rank", "score", "margin", "delta", "shadow")
+ATTACKS = ("logistic", "rank", "score", "margin", "delta", "drop", "shadow")
 
 
 def audit_markdown(report):

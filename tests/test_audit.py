@@ -63,6 +63,25 @@ def test_threshold_orientation():
         ThresholdAttack("x", sign=2)
 
 
+def test_drop_attack_reads_the_score_fall_unfitted_where_the_fitted_delta_follows_its_fit():
+    """``drop`` calls deleted the pairs whose score fell most since the original, whatever its
+    fitting sets say; the fitted ``delta`` takes its orientation from fitting sets in which no
+    pair was deleted, so the same evaluation pairs read either way round (the sign flip measured
+    on the calibration requests, docs/audit.md)."""
+    def feats(score, delta):
+        return {"score": np.asarray(score, float), "delta": np.asarray(delta, float)}
+    fell, kept = feats([1.0, 1.0, 1.0], [-2.0, -1.5, -3.0]), feats([1.0, 1.0, 1.0], [0.0, 0.1, -0.2])
+    # by hand: every fallen pair's -delta (1.5 .. 3) is above every kept pair's (-0.1 .. 0.2): AUC 1
+    for fit_m, fit_n in ((feats([1, 1], [0.3, 0.2]), feats([1, 1], [-0.3, -0.2])),
+                         (feats([1, 1], [-0.3, -0.2]), feats([1, 1], [0.3, 0.2]))):
+        assert SUITE["drop"].make(0).fit(fit_m, fit_n).report(fell, kept) == 1.0
+    rising = SUITE["delta"].make(0).fit(feats([1, 1], [0.3, 0.2]), feats([1, 1], [-0.3, -0.2]))
+    falling = SUITE["delta"].make(0).fit(feats([1, 1], [-0.3, -0.2]), feats([1, 1], [0.3, 0.2]))
+    assert rising.report(fell, kept) == 0.0 and falling.report(fell, kept) == 1.0
+    nothing = feats([1.0, 1.0], [0.0, 0.0])                      # the original: delta = 0 everywhere
+    assert SUITE["drop"].make(0).fit(nothing, nothing).report(nothing, nothing) == 0.5
+
+
 def test_attack_interface_fails_loudly():
     with pytest.raises(ValueError, match="Unknown attack 'logistc'.*logistic"):
         make_attack("logistc")
@@ -260,6 +279,8 @@ def test_the_interaction_attack_sees_the_forget_set_in_the_original_not_after_re
     audit = interaction.audit()
     original, retrained = audit.run(interaction.original), audit.run(interaction.retrained)
     assert original["mia"]["delta"] == original["mia"]["score"]          # delta = 0 for the original
+    assert original["mia"]["drop"] == 0.5                                # nothing fell
+    assert retrained["mia"]["drop"] > 0.6     # retraining lowers the forgotten pairs more than held-out ones
     assert original["mia_auc"] > 0.6
     assert original["mia_auc"] - retrained["mia_auc"] > 0.1
     assert abs(retrained["mia_auc"] - 0.5) < 0.12

@@ -124,6 +124,27 @@ def test_calibration_benchmark_over_several_requests(tiny, tmp_path):
         module.main(["--seeds", "1,2024", "--out", str(tmp_path / "r"), *tiny])
 
 
+def test_audit_delta_benchmark(tiny, tmp_path):
+    """Per request: the fitted delta attack's weight on the score change, both attacks' AUCs; the
+    summary's distances are those of the per-request AUCs; a judged request's seed is refused."""
+    module = load("audit_delta")
+    report = module.main(["--models", "VBPR", "--regimes", "interaction", "--seeds", "1,2", "--methods", "tru",
+                          "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "r"), *tiny])
+    requests = report["cells"][0]["requests"]
+    assert [r["seed"] for r in requests] == [1, 2]
+    for r in requests:
+        for name in ("retrain", "tru"):
+            assert 0 <= r[name]["drop_auc"] <= 1 and 0 <= r[name]["delta_auc"] <= 1
+            assert np.isfinite(r[name]["delta_weight"])
+    row = next(x for x in report["summary"] if x["method"] == "tru")
+    assert row["drop_distance"]["mean"] == pytest.approx(
+        np.mean([abs(r["tru"]["drop_auc"] - r["retrain"]["drop_auc"]) for r in requests]))
+    assert row["weight_negative"] == sum(r["tru"]["delta_weight"] < 0 for r in requests)
+    assert "| VBPR | interaction | tru |" in (tmp_path / "r" / "audit_delta.md").read_text()
+    with pytest.raises(SystemExit):
+        module.main(["--seeds", "2024", "--out", str(tmp_path / "r"), *tiny])
+
+
 def test_calibration_benchmark_reads_config_files(tiny, tmp_path):
     """--config_files reaches every cell's config (a data set's own YAML, as for synthetic data):
     a file with a bad TRU value is refused, naming the key."""

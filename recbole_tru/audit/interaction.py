@@ -25,7 +25,15 @@ optimises; the others read what TRU does not target directly.
 * ``margin``    logistic on the margins to the user's top-1 / top-10 never-interacted items;
 * ``logistic``  logistic on every output feature (the headline ``mia_auc``);
 * ``boosting``  gradient-boosted trees on every output feature (non-linear);
-* ``delta``     logistic on ``score`` and ``delta`` (score change from the original model);
+* ``delta``     logistic on ``score`` and ``delta`` (score change from the original model),
+                fitted, like the others, on the audited model's members vs non-members;
+* ``drop``      threshold on ``-delta``, orientation fixed, nothing fitted: the pairs whose score
+                fell most since the original are called deleted (the attacker of Chen et al.,
+                CCS 2021, holding the old and the new model). Neither of ``delta``'s fitting
+                sets was deleted, so its fitted weight on ``delta`` carries no information on
+                what a deletion does: measured on VBPR's calibration requests, its sign flips
+                from request to request for the retrained model and for TRU alike, and its AUC
+                with it (``docs/audit.md``); ``drop`` asks the deletion question directly;
 * ``shadow``    logistic on scale-free features, fitted on the shadow model.
 
 Read every AUC against the retrained model's AUC of the same attack, not against 0.5 alone:
@@ -68,6 +76,7 @@ SUITE = {
     "logistic": _spec("logistic", "logistic", columns=list(OUTPUT_FEATURES)),
     "boosting": _spec("boosting", "boosting", columns=list(OUTPUT_FEATURES)),
     "delta": _spec("delta", "logistic", columns=["score", DELTA]),
+    "drop": _spec("drop", "threshold", column=DELTA, sign=-1),
     "shadow": _spec("shadow", "logistic", fit_on="shadow", columns=list(SCALE_FREE)),
 }
 
