@@ -5,7 +5,7 @@ original are called deleted).
 
 Neither of ``delta``'s fitting sets was deleted (retained pairs vs held-out pairs), so the weight
 it fits on the score change says nothing about what a deletion does: this benchmark records, per
-request and model, that weight (per unit of score change; < 0: a fall reads as "deleted"), the
+request and model, that weight (per unit of score change; < 0: a fall reads as "member"), the
 two attacks' AUCs on the forget pairs vs the evaluation's held-out pairs, and the mean score
 change of each pair set. Judged requests' seeds are refused (nothing here may be read on them).
 
@@ -102,7 +102,7 @@ def pm(ci, digits=3):
 def markdown(report):
     lines = [f"Calibration requests (forget seeds {', '.join(map(str, report['seeds']))}); mean ± 95 % CI over the "
              "requests. `delta weight`: the fitted `delta` attack's weight per unit of score change (< 0: a fall reads "
-             "as deleted), `negative`: requests where it is < 0. Distances are |AUC − retrain's| per request.", "",
+             "as member), `negative`: requests where it is < 0. Distances are |AUC − retrain's| per request.", "",
              "| backbone | regime | model | delta AUC | delta weight | negative | drop AUC | delta distance "
              "| drop distance |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

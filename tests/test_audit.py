@@ -66,8 +66,8 @@ def test_threshold_orientation():
 def test_drop_attack_reads_the_score_fall_unfitted_where_the_fitted_delta_follows_its_fit():
     """``drop`` calls deleted the pairs whose score fell most since the original, whatever its
     fitting sets say; the fitted ``delta`` takes its orientation from fitting sets in which no
-    pair was deleted, so the same evaluation pairs read either way round (the sign flip measured
-    on the calibration requests, docs/audit.md)."""
+    pair was deleted, so the same evaluation pairs read either way round (as measured on the
+    calibration requests, docs/audit.md)."""
     def feats(score, delta):
         return {"score": np.asarray(score, float), "delta": np.asarray(delta, float)}
     fell, kept = feats([1.0, 1.0, 1.0], [-2.0, -1.5, -3.0]), feats([1.0, 1.0, 1.0], [0.0, 0.1, -0.2])

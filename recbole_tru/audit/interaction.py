@@ -29,11 +29,12 @@ optimises; the others read what TRU does not target directly.
                 fitted, like the others, on the audited model's members vs non-members;
 * ``drop``      threshold on ``-delta``, orientation fixed, nothing fitted: the pairs whose score
                 fell most since the original are called deleted (the attacker of Chen et al.,
-                CCS 2021, holding the old and the new model). Neither of ``delta``'s fitting
-                sets was deleted, so its fitted weight on ``delta`` carries no information on
-                what a deletion does: measured on VBPR's calibration requests, its sign flips
-                from request to request for the retrained model and for TRU alike, and its AUC
-                with it (``docs/audit.md``); ``drop`` asks the deletion question directly;
+                CCS 2021, holding the old and the new model). ``delta``'s fitting sets hold no
+                deleted pair, so its weight on the score change is set by how the update moved
+                pairs that were not deleted: on VBPR's calibration requests it has opposite
+                signs for the retrained model and for TRU in the interaction regime and flips
+                between requests in the user regime, and its AUC with it (``docs/audit.md``);
+                ``drop`` asks the deletion question directly;
 * ``shadow``    logistic on scale-free features, fitted on the shadow model.
 
 Read every AUC against the retrained model's AUC of the same attack, not against 0.5 alone:
