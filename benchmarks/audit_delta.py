@@ -31,6 +31,7 @@ from recbole_tru.config import Config  # noqa: E402
 from recbole_tru.files import write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.stats import paired, t_interval  # noqa: E402
+from recbole_tru.unlearn import pipeline  # noqa: E402
 
 METHODS = ("tru", "reverse")
 SETS = ("fit_members", "fit_nonmembers", "eval_members", "eval_nonmembers")
@@ -56,7 +57,6 @@ def read_model(audit, model):
 
 
 def run_request(model, regime, runs, seed, dataset, config_files, methods, config=None):
-    from recbole_tru.unlearn import pipeline
     extra = {**(config or {}), "forget_seed": seed, "audit_enabled": True}
     base, data, original, _, _, files, (config, retrained) = prepare_cell(model, regime, runs, extra, dataset,
                                                                           config_files)
