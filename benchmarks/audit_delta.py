@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from unlearning_jobs import FORGET_SEEDS, prepare_cell  # noqa: E402
-from unlearning_report import fmt, half_width  # noqa: E402
+from unlearning_report import fmt, pm  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -93,12 +93,6 @@ def summarise(cells, methods):
     return rows
 
 
-def pm(ci, digits=3):
-    if not ci or ci.get("mean") is None:
-        return ""
-    return fmt(ci["mean"], digits) if ci.get("ci_high") is None else f"{ci['mean']:.{digits}f} ± {half_width(ci):.{digits}f}"
-
-
 def markdown(report):
     lines = [f"Calibration requests (forget seeds {', '.join(map(str, report['seeds']))}); mean ± 95 % CI over the "
              "requests. `delta weight`: the fitted `delta` attack's weight per unit of score change (< 0: a fall reads "
@@ -107,9 +101,9 @@ def markdown(report):
              "| drop distance |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["summary"]:
-        lines.append(f"| {r['model']} | {r['regime']} | {r['method']} | {pm(r['delta_auc'])} | {pm(r['delta_weight'])} | "
-                     f"{r['weight_negative']}/{r['n']} | {pm(r['drop_auc'])} | {pm(r.get('delta_distance'))} | "
-                     f"{pm(r.get('drop_distance'))} |")
+        distances = [pm(r[k], 3) if k in r else "" for k in ("delta_distance", "drop_distance")]
+        lines.append(f"| {r['model']} | {r['regime']} | {r['method']} | {pm(r['delta_auc'], 3)} | {pm(r['delta_weight'], 3)} | "
+                     f"{r['weight_negative']}/{r['n']} | {pm(r['drop_auc'], 3)} | {' | '.join(distances)} |")
     lines += ["", "Mean score change since the original, per pair set (first request of each cell):", "",
               "| backbone | regime | model | fit members | fit non-members | forget pairs | eval held-out |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
