@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from recbole_tru.unlearn.optim import RowAdam
+from recbole_tru.unlearn.optim import RowAdam, dense, mask_rows, row_inner, sparse_lookups
 
 
 def _pair(seed=0):
@@ -73,8 +73,73 @@ def test_bad_use_is_refused():
         RowAdam([table], betas=(1.0, 0.9))
     with pytest.raises(ValueError, match="2-D"):
         RowAdam([bias]).restrict(bias, [0])
-    emb = torch.nn.Embedding(5, 2, sparse=True)
-    opt = RowAdam(emb.parameters())
-    emb(torch.tensor([1])).sum().backward()
-    with pytest.raises(RuntimeError, match="sparse"):
+    vector = torch.nn.Parameter(torch.ones(4))
+    opt = RowAdam([vector])
+    vector.grad = torch.sparse_coo_tensor(torch.tensor([[1]]), torch.tensor([1.0]), (4,), check_invariants=False)
+    with pytest.raises(RuntimeError, match="sparse gradients of 2-D"):
         opt.step()
+
+
+def _embedding_pair(seed=0):
+    torch.manual_seed(seed)
+    dense_model, sparse_model = torch.nn.Embedding(40, 3), torch.nn.Embedding(40, 3)
+    sparse_model.load_state_dict(dense_model.state_dict())
+    return dense_model, sparse_model
+
+
+def _lookup_loss(emb, rows, t):
+    return (emb(rows) ** 2).sum() * (t + 1) + emb(rows[:2]).sum()
+
+
+def test_row_sparse_gradients_give_adams_updates():
+    """An embedding with sparse lookups, stepped by RowAdam, follows torch.optim.Adam on the
+    same embedding with dense gradients (repeated rows in a batch included)."""
+    reference, ours = _embedding_pair()
+    ref, opt = torch.optim.Adam(reference.parameters(), lr=0.05), RowAdam(ours.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(2)
+    with sparse_lookups(ours, ["weight"]) as switched:
+        assert switched == [ours] and ours.sparse
+        for t in range(20):
+            rows = torch.randint(0, 40, (8,), generator=gen)
+            for model, o in ((reference, ref), (ours, opt)):
+                o.zero_grad()
+                _lookup_loss(model, rows, t).backward()
+                o.step()
+            assert ours.weight.grad.is_sparse and not reference.weight.grad.is_sparse
+    assert not ours.sparse                                   # restored on exit
+    assert torch.allclose(ours.weight, reference.weight, atol=1e-6, rtol=0)
+    moved = (ours.weight != _embedding_pair()[1].weight).any(1)
+    assert torch.equal(moved.nonzero().squeeze(1), opt.active_rows(ours.weight))
+
+
+def test_restrict_with_sparse_gradients_moves_only_the_declared_rows():
+    reference, ours = _embedding_pair(1)
+    before = ours.weight.detach().clone()
+    opt = RowAdam(ours.parameters(), lr=0.1)
+    opt.restrict(ours.weight, torch.tensor([3, 5]))
+    with sparse_lookups(ours, ["weight"]):
+        for t in range(3):
+            opt.zero_grad()
+            _lookup_loss(ours, torch.tensor([3, 4, 5, 6]), t).backward()
+            opt.step()
+    changed = (ours.weight != before).any(1).nonzero().squeeze(1).tolist()
+    assert changed == [3, 5]
+
+
+def test_row_helpers_agree_for_dense_and_sparse_gradients():
+    torch.manual_seed(0)
+    table = torch.nn.Parameter(torch.randn(6, 2))
+    rows, values = torch.tensor([[4, 1, 4]]), torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.5, 0.5]])
+    sparse = torch.sparse_coo_tensor(rows, values, (6, 2), check_invariants=False)
+    full = sparse.to_dense()
+    assert full[4].tolist() == [1.5, 2.5]                    # repeated entries add up
+    mask = torch.zeros(6, 1)
+    mask[[1, 2]] = 1.0
+    assert torch.equal(dense(mask_rows(sparse, mask)), full * mask)
+    assert torch.equal(mask_rows(full, mask), full * mask)
+    assert dense(None) is None
+    # Σ <G, θ>: the same value, and its gradient is G, sparse for a sparse G
+    a, b = row_inner(sparse, table), row_inner(full, table)
+    assert torch.allclose(a, b)
+    (grad,) = torch.autograd.grad(a, table)
+    assert grad.is_sparse and torch.equal(grad.to_dense(), full)

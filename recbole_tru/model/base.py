@@ -39,6 +39,9 @@ def memoise(owner, slot, tensors, compute):
 
 class MultimodalRecommender(GeneralRecommender):
     input_type = InputType.PAIRWISE
+    # True where the user/item tables are read whole (a graph propagation): their gradients are
+    # dense anyway, and row-sparse lookups (TRU's tru_sparse_grad) would only add a dense + sparse sum.
+    tables_read_whole = False
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

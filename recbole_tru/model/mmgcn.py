@@ -199,6 +199,9 @@ class MMGCN(MultimodalRecommender):
     # sizes, reach most of the graph: they are not even planned).
     RESTRICT_COST = 0.6
     RESTRICT_TARGETS = 0.1
+    # Its tables are read whole by the propagation, so their gradients are dense whatever the lookups
+    # (TRU's ``tru_sparse_grad`` leaves them as they are: see base.MultimodalRecommender).
+    tables_read_whole = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

@@ -15,9 +15,18 @@ arithmetic is Adam's own, in the same order, on the gathered rows.
 Finding the rows with a gradient reads the whole dense gradient once per step; a caller that
 knows where every non-zero gradient row can be (TRU's isolation mask) declares it with
 :meth:`RowAdam.restrict`, and that read is skipped too.
+
+A dense gradient of a table is itself a table-sized tensor: autograd fills it with zeros, hooks
+and masks multiply it whole. :func:`sparse_lookups` makes the model's embedding lookups return
+row-sparse gradients (``nn.Embedding(sparse=True)``) for a block of steps; RowAdam takes them
+(the same update: a row without a gradient entry has a zero gradient), and :func:`mask_rows`,
+:func:`row_inner` and :func:`dense` do for either kind what TRU did with the dense tensors.
 """
+from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 class RowAdam(torch.optim.Optimizer):
@@ -52,8 +61,9 @@ class RowAdam(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("RowAdam does not take sparse gradients")
+                sparse = p.grad.is_sparse
+                if sparse and p.dim() != 2:
+                    raise RuntimeError(f"RowAdam takes sparse gradients of 2-D parameters only, got shape {tuple(p.shape)}")
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
@@ -65,14 +75,27 @@ class RowAdam(torch.optim.Optimizer):
                 step = state["step"]
                 if p.dim() == 2:
                     active = state["active"]
-                    if p in self._rows:
+                    if sparse:
+                        g = p.grad.coalesce()
+                        where, values = g.indices()[0], g.values()
+                        if p in self._rows:
+                            active[self._rows[p]] = True
+                        else:
+                            active[where[values.ne(0).any(dim=1)]] = True
+                    elif p in self._rows:
                         active[self._rows[p]] = True
                     else:
                         active |= p.grad.ne(0).any(dim=1)
                     rows = active.nonzero().squeeze(1)
                     if len(rows) == 0:
                         continue
-                    param, grad = p.index_select(0, rows), p.grad.index_select(0, rows)
+                    param = p.index_select(0, rows)
+                    if sparse:          # the gradient of the active rows: its entries where it has one, else 0
+                        keep = active[where]
+                        position = torch.searchsorted(rows, where[keep])
+                        grad = torch.zeros_like(param).index_copy_(0, position, values[keep])
+                    else:
+                        grad = p.grad.index_select(0, rows)
                     exp_avg, exp_avg_sq = state["exp_avg"].index_select(0, rows), state["exp_avg_sq"].index_select(0, rows)
                 else:
                     rows, param, grad = None, p, p.grad
@@ -95,3 +118,48 @@ class RowAdam(torch.optim.Optimizer):
         """Rows of the 2-D parameter ``p`` this optimizer has moved (None before its first step)."""
         state = self.state.get(p)
         return None if not state or "active" not in state else state["active"].nonzero().squeeze(1)
+
+
+@contextmanager
+def sparse_lookups(model, names):
+    """Within the block, the lookups of ``model``'s ``nn.Embedding`` modules whose weight is
+    named in ``names`` give row-sparse gradients (``sparse=True``); restored on exit. A weight
+    also used whole (a graph propagation) still gets a dense gradient from that use; autograd
+    adds the two. Only for :class:`RowAdam` steps: ``torch.optim.Adam`` refuses sparse gradients."""
+    names = set(names)
+    modules = [m for n, m in model.named_modules()
+               if isinstance(m, nn.Embedding) and (f"{n}.weight" if n else "weight") in names]
+    before = [m.sparse for m in modules]
+    for m in modules:
+        m.sparse = True
+    try:
+        yield modules
+    finally:
+        for m, flag in zip(modules, before):
+            m.sparse = flag
+
+
+def mask_rows(grad, mask):
+    """``grad * mask`` for a row mask [rows, 1...] of 0/1, dense or row-sparse ``grad`` (a
+    sparse one keeps its entries on the mask's rows only)."""
+    if not grad.is_sparse:
+        return grad * mask
+    g = grad.coalesce()
+    where, values = g.indices()[0], g.values()
+    keep = mask.view(-1)[where] != 0
+    return torch.sparse_coo_tensor(where[keep].unsqueeze(0), values[keep], g.shape, is_coalesced=True,
+                                   check_invariants=False)
+
+
+def row_inner(grad, param):
+    """``Σ <grad, param>`` (differentiable in ``param``), whose gradient is ``grad``: a
+    row-sparse ``grad`` gathers its rows with a sparse lookup, so that gradient stays row-sparse."""
+    if not grad.is_sparse:
+        return (grad * param).sum()
+    g = grad.coalesce()
+    return (g.values() * F.embedding(g.indices()[0], param, sparse=True)).sum()
+
+
+def dense(grad):
+    """``grad`` as a dense tensor (None stays None)."""
+    return grad.to_dense() if grad is not None and grad.is_sparse else grad

@@ -31,8 +31,9 @@ dense shared layers frozen unless ``tru_repair_dense``; when the stop returns th
 any targeted step, it covers the reset items' pairs only, or nothing. With ``tru_repair_first``
 it runs after the reset and before the targeted update, so the guarded stop judges the state
 TRU returns (the repair's lift of the forget pairs is then under the stop). Both
-update phases step with :class:`~recbole_tru.unlearn.optim.RowAdam`, so a step costs what the
-request moves, not the tables.
+update phases step with :class:`~recbole_tru.unlearn.optim.RowAdam` and (``tru_sparse_grad``) take
+row-sparse gradients from the tables' lookups, so a step costs what the request moves, not the
+tables.
 
 The targeted step minimises ``λ_f · mean(g · L_rev) + λ_r · L_bpr(retain batch)``; routing adds
 the masked forget gradient ``G`` (``torch.autograd.grad``) as the surrogate ``Σ <G, θ>``.
@@ -43,6 +44,7 @@ call of RecBole's ``Trainer._train_epoch`` with the phase's ``loss_func``, and t
 ends a pass before a step (:class:`~recbole_tru.unlearn.base.UntilStop`). ``phase_seconds``
 records the time of ``reset``, ``checks``, ``targeted_steps`` (without the checks), ``repair``.
 """
+import contextlib
 import time
 
 import numpy as np
@@ -57,7 +59,7 @@ from recbole_tru.unlearn.base import UnlearnTrainer, UntilStop, cycle
 from recbole_tru.unlearn.capacity import (describe, forget_scores_and_retain_loss, reset_rows, row_mask,
                                           user_sensitivity)
 from recbole_tru.unlearn.gate import GuardedStop, cold_items, gate_check, reference_pairs
-from recbole_tru.unlearn.optim import RowAdam
+from recbole_tru.unlearn.optim import RowAdam, dense, mask_rows, row_inner, sparse_lookups
 
 # Streams of TRU's generators, keyed with forget_seed: np.random.default_rng([forget_seed, stream]).
 RANK_SAMPLE_STREAM = 1                                  # the checks' item sample
@@ -108,6 +110,24 @@ class TRUTrainer(UnlearnTrainer):
     def unlearn(self, show_progress=False):
         start = time.perf_counter()
         self.show_progress = show_progress
+        with self._lookups():
+            self._unlearn()
+        self.seconds = time.perf_counter() - start - self._callback_seconds
+        return self.model
+
+    def _lookups(self):
+        """``tru_sparse_grad``: the row tables' lookups give row-sparse gradients while TRU runs
+        (:func:`~recbole_tru.unlearn.optim.sparse_lookups`), so a step's gradient, masks and
+        optimizer cost what its batches touch, not the tables (off under RecBole's
+        ``clip_grad_norm``, which reads gradients whole, and for a backbone whose tables are read
+        whole, ``tables_read_whole``: MMGCN's propagation gives dense gradients anyway)."""
+        if (not self.option("sparse_grad") or self.config["clip_grad_norm"]
+                or getattr(self.model, "tables_read_whole", False)):
+            return contextlib.nullcontext()
+        tables = [name for name, _ in self.capacity.user_tables + self.capacity.item_id_tables]
+        return sparse_lookups(self.model, tables)
+
+    def _unlearn(self):
         self.reset()
         if len(self.gated) == 0:
             self.stop_reason = "nothing to update: every forgotten pair belongs to a fully deleted user"
@@ -124,8 +144,6 @@ class TRUTrainer(UnlearnTrainer):
             self.stop_reason = "no targeted update (tru_epochs: 0)"
             self.repair(first_epoch=0)
         self._unfreeze()
-        self.seconds = time.perf_counter() - start - self._callback_seconds
-        return self.model
 
     def reset(self):
         """Phase 1 (``tru_reset``): re-draw the capacity the deleted data owns."""
@@ -317,7 +335,7 @@ class TRUTrainer(UnlearnTrainer):
         if self.option("isolate"):
             trainable = set(self.routed_rows)
             for name, mask in self.routed_rows.items():
-                self._hooks.append(self.params[name].register_hook(lambda g, m=mask: g * m))
+                self._hooks.append(self.params[name].register_hook(lambda g, m=mask: mask_rows(g, m)))
         else:
             trainable = {n for n in self.params if n not in dense or self.option("update_dense")}
         self._freeze(trainable)
@@ -459,13 +477,13 @@ class TRUTrainer(UnlearnTrainer):
             routed = torch.autograd.grad(loss_f, [self.params[n] for n in names], retain_graph=True, allow_unused=True)
             for n, g in zip(names, routed):
                 if g is not None:
-                    g = (g * rows[n]).detach()
+                    g = mask_rows(g, rows[n]).detach()
                     grads[n] = grads[n] + g if n in grads else g
         return grads
 
     def _surrogate(self, grads):
         """``Σ <G, θ>``: a loss whose gradient is ``G`` (so RecBole's loop takes the step)."""
-        return sum((g * self.params[n]).sum() for n, g in grads.items())
+        return sum(row_inner(g, self.params[n]) for n, g in grads.items())
 
     def _rescale(self, forget, loss_r):
         """Set each branch's learning-rate multiplier from the forget/retain gradient cosine on
@@ -474,9 +492,9 @@ class TRUTrainer(UnlearnTrainer):
         routed = [self.params[n] for n in names]
         if not isinstance(forget, dict):
             grads = torch.autograd.grad(forget, routed, retain_graph=True, allow_unused=True)
-            forget = {n: g * self.routed_rows[n] for n, g in zip(names, grads) if g is not None}
+            forget = {n: mask_rows(g, self.routed_rows[n]) for n, g in zip(names, grads) if g is not None}
         retain = torch.autograd.grad(loss_r, routed, retain_graph=True, allow_unused=True)
-        retain = {n: g * self.routed_rows[n] for n, g in zip(names, retain) if g is not None}
+        retain = {n: mask_rows(g, self.routed_rows[n]) for n, g in zip(names, retain) if g is not None}
         branch_of = self.capacity.branch_of()
         record = {"step": self.step}
         for group in self.optimizer.param_groups:
@@ -484,8 +502,8 @@ class TRUTrainer(UnlearnTrainer):
             keys = [n for n in names if branch_of.get(n, "id") == b and n in forget and n in retain]
             if not keys:
                 continue
-            gf = torch.cat([forget[n].flatten() for n in keys])
-            gr = torch.cat([retain[n].flatten() for n in keys])
+            gf = torch.cat([dense(forget[n]).flatten() for n in keys])
+            gr = torch.cat([dense(retain[n]).flatten() for n in keys])
             cos = float(torch.nn.functional.cosine_similarity(gf, gr, dim=0, eps=1e-12))
             alpha = float(np.clip(1.0 + cos, float(self.option("alpha_min")), 1.0))
             self.alphas[b] = alpha
