@@ -362,3 +362,35 @@ def test_mmgcn_gradients_are_bit_identical_with_several_threads(make_config):
     for other in grads[1:]:
         for name, grad in grads[0].items():
             assert torch.equal(grad, other[name]), name
+
+
+def test_vbpr_frozen_content_is_projected_once_per_item(make_config):
+    """With the content side frozen (TRU's update and repair), an item's content is projected
+    the first time a step meets it and kept; the scores and their gradients are those of the
+    fresh projection; training the projection, or changing it, bypasses or drops the store."""
+    _, train_data, model = setup(make_config, "VBPR")
+    batch = first_batch(train_data)
+    fresh_loss = model.calculate_loss(batch)
+    fresh = torch.autograd.grad(fresh_loss, [model.user_embedding.weight])[0]
+    assert not hasattr(model, "_row_content_cache")              # trainable projection: never kept
+    content = [p for n, p in model.named_parameters() if n.startswith(("projection", "feature_bias"))]
+    for p in content:
+        p.requires_grad_(False)
+    projected, original = [], model._content
+
+    def counting(items=None):
+        projected.append(items.clone())
+        return original(items)
+
+    model._content = counting
+    loss = model.calculate_loss(batch)
+    torch.testing.assert_close(loss, fresh_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(torch.autograd.grad(loss, [model.user_embedding.weight])[0], fresh, rtol=1e-5, atol=1e-6)
+    items = torch.cat([batch[model.ITEM_ID], batch[model.NEG_ITEM_ID]]).unique()
+    assert torch.equal(projected[0].sort().values, items)
+    model.calculate_loss(batch)
+    assert len(projected) == 1                                    # every item of the batch is kept
+    with torch.no_grad():
+        content[0][0, 0] += 1.0                                   # a content-side change drops the store
+    model.calculate_loss(batch)
+    assert len(projected) == 2 and torch.equal(projected[1].sort().values, items)

@@ -89,7 +89,35 @@ class VBPR(MultimodalRecommender):
         """The batch's distinct items, where each item of ``item_sets`` sits among them, and
         their :meth:`_content`: the projection runs once per distinct item."""
         distinct, where = torch.unique(torch.cat(item_sets), return_inverse=True)
-        return distinct, where.split(len(item_sets[0])), self._content(distinct)
+        return distinct, where.split(len(item_sets[0])), self._frozen_content(distinct)
+
+    def _frozen_content(self, items):
+        """:meth:`_content` of ``items``. While the content side is frozen (no projection or
+        feature bias takes a gradient: TRU's targeted update and repair move user and item ID
+        rows only), each item's content is projected once and kept, so a step projects only
+        the items no earlier step met (the 4096-d projections were a third of such a step);
+        the store is dropped when any content-side tensor changes (:func:`memoise`'s key)."""
+        params = [p for m in self.modalities for p in (self.projection[m].weight, self.feature_bias[m].weight)]
+        if not self.modalities or any(p.requires_grad for p in params):
+            return self._content(items)
+
+        def empty():
+            widths = [self.projection[m].weight.shape[0] for m in self.modalities]
+            device = params[0].device
+            return {"done": torch.zeros(self.n_items, dtype=torch.bool, device=device),
+                    "vectors": [torch.zeros(self.n_items, w, device=device) for w in widths],
+                    "offset": torch.zeros(self.n_items, device=device)}
+
+        store = memoise(self, "_row_content_cache", params + [self.feature(m) for m in self.modalities], empty)
+        missing = items[~store["done"][items]]
+        if len(missing):
+            with torch.no_grad():
+                vectors, offset = self._content(missing)
+            for kept, v in zip(store["vectors"], vectors):
+                kept[missing] = v
+            store["offset"][missing] = offset
+            store["done"][missing] = True
+        return [kept[items] for kept in store["vectors"]], store["offset"][items]
 
     def _batch_tables(self, users, distinct, content):
         """Each parameter table looked up once for a batch: ``(user_ext, table, user_vec, gamma,
