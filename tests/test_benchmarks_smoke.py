@@ -485,3 +485,31 @@ def test_stop_target_benchmark(tiny, tmp_path):
     assert "| VBPR | 1 | rank only |" in (tmp_path / "r" / "stop_target_a.md").read_text()
     with pytest.raises(SystemExit, match="interaction"):
         module.main(["--regimes", "item", "--out", str(tmp_path / "r"), *tiny])
+
+
+def test_tru_seconds_benchmark(tiny, tmp_path):
+    """TRU alone on cached models, variants side by side: a variant that changes only how the
+    gradients are stored changes no gap; the summary's median is the median of the requests'
+    medians; growth is the second target's median over the first's."""
+    module = load("tru_seconds")
+    config = json.loads(tiny[tiny.index("--config") + 1])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    argv = ["--target", TINY, str(runs), "0.05", "--target", TINY, str(runs), "0.05", "--seeds", "1,2", "--reps", "2",
+            "--config", json.dumps(config), "--out", str(tmp_path / "r"),
+            "--variants", json.dumps({"sparse rows": {}, "dense gradients": {"tru_sparse_grad": False}})]
+    report = module.main(argv)
+    for target in report["targets"]:
+        for request in target["requests"]:
+            sparse, dense = request["variants"]["sparse rows"], request["variants"]["dense gradients"]
+            assert len(sparse["seconds"]) == 2 and sparse["median"] == pytest.approx(np.median(sparse["seconds"]))
+            assert sparse["forget_gap"] == pytest.approx(dense["forget_gap"], abs=1e-4)
+            assert sparse["retain_gap"] == pytest.approx(dense["retain_gap"], abs=1e-4)
+    row = report["summary"][0]
+    assert row["median"] == pytest.approx(np.median([r["variants"]["sparse rows"]["median"]
+                                                     for r in report["targets"][0]["requests"]]))
+    assert report["growth"]["sparse rows"][f"{TINY} #2"] == pytest.approx(report["summary"][2]["median"] / row["median"])
+    assert "| dense gradients |" in (tmp_path / "r" / "tru_seconds.md").read_text()
+    assert (tmp_path / "r" / "tru_seconds.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        module.main(["--target", TINY, str(tmp_path / "absent"), "0.05", "--out", str(tmp_path / "r")])
