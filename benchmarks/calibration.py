@@ -48,6 +48,7 @@ VARIANTS = {
     "two-sided gate + rank-AUC stop (δ .02)": {"tru_gate_two_sided": True, "tru_stop_metric": "auc", "tru_stop_delta": 0.02},
     "item rows routed too": {"tru_route_items": True},             # the default since 2026-12-06
     "items' rows not routed": {"tru_route_items": False},
+    "items' bias not routed": {"tru_route_item_bias": False},
     "repair 4 epochs": {"tru_repair_epochs": 4},
     "isolation off (routing + mask)": {"tru_route": False, "tru_isolate": False},
     "learning rate .001": {"tru_learning_rate": 0.001},

@@ -1,6 +1,7 @@
 """Unlearning: the reverse loss, TRU's gate, guarded stop, reset, routing, branch scaling,
 repair budget and isolation, determinism, the judge's forget metric, and every method on a
 plugin backbone and on a RecBole model."""
+import contextlib
 import itertools
 import math
 
@@ -483,6 +484,21 @@ def test_routed_items_forget_gradient_reaches_the_forgotten_items_id_rows_only(t
     assert moved > 0
     for dense in cap.dense(model):
         assert params[dense].grad is None or not params[dense].grad.any(), dense
+
+
+def test_item_bias_not_routed_keeps_the_forgotten_items_bias_still(trained):
+    """``tru_route_item_bias: False``: the push reaches the forgotten items' embedding rows but
+    not their one-column bias rows (which would move each item for every user alike), except
+    for items deleted whole (their own rows: the deleted items' route)."""
+    model, trainer = _forget_grads(trained, "VBPR", tru_route=True, tru_route_items=True, tru_route_item_bias=False)
+    f = trainer.data.forget
+    partial_items = np.setdiff1d(np.unique(f.items[trainer.partial_pair]), f.deleted_items)
+    bias, emb = model.item_bias.weight.grad, model.item_embedding.weight.grad
+    assert bias is None or not bias[partial_items].any()
+    assert emb[partial_items].abs().sum(1).gt(0).sum() > 0
+    assert "item_bias.weight" not in trainer.routed_rows or not trainer.routed_rows["item_bias.weight"][partial_items].any()
+    model, trainer = _forget_grads(trained, "VBPR", tru_route=True, tru_route_items=True)   # the default routes it
+    assert model.item_bias.weight.grad[partial_items].abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
@@ -1104,3 +1120,24 @@ def test_guarded_repair_reads_the_checks_auc_noise_floor():
     above._guard_repair_gate()
     assert within.weights.tolist() == [0.0, 0.0] and within.checks[-1]["repair_push_item"] == 0
     assert above.weights.tolist() == [0.6, 0.0] and above.checks[-1]["repair_push_item"] == 1
+
+
+@pytest.mark.parametrize("setting, rows, expected", [(True, 10 ** 9, True), (False, 0, False), ("auto", 0, True),
+                                                     ("auto", 10 ** 9, False)])
+def test_sparse_grad_setting(trained, monkeypatch, setting, rows, expected):
+    """``tru_sparse_grad``: True / False as given; ``auto`` by the tables' rows (users + items)
+    against SPARSE_ROWS; the lookups are switched only while TRU runs, never for MMGCN."""
+    import recbole_tru.unlearn.tru as tru_module
+    monkeypatch.setattr(tru_module, "SPARSE_ROWS", rows)
+    config, data, model, trainer = trained("VBPR").setup(forget_regime="interaction", forget_share=0.1,
+                                                         tru_sparse_grad=setting, tru_epochs=1)
+    assert trainer.sparse_grad() is expected
+    seen = []
+    original = trainer.targeted_loss
+    trainer.targeted_loss = lambda batch: (seen.append(model.user_embedding.sparse), original(batch))[1]
+    trainer.unlearn()
+    assert seen and all(flag is expected for flag in seen)
+    assert not model.user_embedding.sparse                       # restored after the run
+    _, _, mmgcn, mmgcn_trainer = trained("MMGCN").setup(forget_regime="interaction", forget_share=0.1,
+                                                        tru_sparse_grad=True)
+    assert isinstance(mmgcn_trainer._lookups(), contextlib.nullcontext)

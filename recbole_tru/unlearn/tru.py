@@ -64,6 +64,10 @@ from recbole_tru.unlearn.optim import RowAdam, dense, mask_rows, row_inner, spar
 # Streams of TRU's generators, keyed with forget_seed: np.random.default_rng([forget_seed, stream]).
 RANK_SAMPLE_STREAM = 1                                  # the checks' item sample
 DRAW_STREAM = 2                                         # reference pairs and repair sample
+# tru_sparse_grad: auto: row-sparse gradients from this many table rows (users + items) on. Measured
+# (benchmarks/results/tru_seconds_*.md, one thread): 2,625 rows (ml-100k-mm) dense 7 % faster; 26,000
+# (synthetic Baby) sparse faster, not clearly; 62,000 (Clothing) sparse 30 % faster.
+SPARSE_ROWS = 10_000
 
 
 class TRUTrainer(UnlearnTrainer):
@@ -118,14 +122,24 @@ class TRUTrainer(UnlearnTrainer):
     def _lookups(self):
         """``tru_sparse_grad``: the row tables' lookups give row-sparse gradients while TRU runs
         (:func:`~recbole_tru.unlearn.optim.sparse_lookups`), so a step's gradient, masks and
-        optimizer cost what its batches touch, not the tables (off under RecBole's
-        ``clip_grad_norm``, which reads gradients whole, and for a backbone whose tables are read
-        whole, ``tables_read_whole``: MMGCN's propagation gives dense gradients anyway)."""
-        if (not self.option("sparse_grad") or self.config["clip_grad_norm"]
-                or getattr(self.model, "tables_read_whole", False)):
+        optimizer cost what its batches touch, not the tables. ``auto``: where the tables have at
+        least ``SPARSE_ROWS`` rows in all (users + items); on small tables the dense gradient is
+        the cheaper. Never under RecBole's ``clip_grad_norm`` (it reads gradients whole), nor for
+        a backbone whose tables are read whole (``tables_read_whole``: MMGCN's propagation gives
+        dense gradients anyway)."""
+        if not self.sparse_grad() or self.config["clip_grad_norm"] or getattr(self.model, "tables_read_whole", False):
             return contextlib.nullcontext()
         tables = [name for name, _ in self.capacity.user_tables + self.capacity.item_id_tables]
         return sparse_lookups(self.model, tables)
+
+    def sparse_grad(self):
+        """Whether ``tru_sparse_grad`` (True, False or ``auto``) asks for row-sparse gradients here."""
+        value = self.option("sparse_grad")
+        if isinstance(value, str) and value.lower() == "auto":
+            return self.data.n_users + self.data.n_items >= SPARSE_ROWS
+        if not isinstance(value, bool):
+            raise ValueError(f"config key 'tru_sparse_grad' must be True, False or auto, got {value!r}")
+        return value
 
     def _unlearn(self):
         self.reset()
@@ -317,7 +331,10 @@ class TRUTrainer(UnlearnTrainer):
         partial = masks(self.capacity.user_tables, self.units)
         if self.option("route_items"):
             items = np.unique(self.data.forget.items[self.partial_pair])
-            for name, m in masks(self.capacity.item_id_tables, items).items():
+            tables = self.capacity.item_id_tables
+            if not self.option("route_item_bias"):      # a one-column item table is a bias: it moves the item for every user
+                tables = [(n, off) for n, off in tables if self.params[n].dim() < 2 or self.params[n].shape[1] > 1]
+            for name, m in masks(tables, items).items():
                 partial[name] = torch.clamp(partial[name] + m, max=1) if name in partial else m
         routes = [(self.partial_pair, partial)]
         if self.item_pair.any():
