@@ -95,7 +95,7 @@ class VBPR(MultimodalRecommender):
         """:meth:`_content` of ``items``. While the content side is frozen (no projection or
         feature bias takes a gradient: TRU's targeted update and repair move user and item ID
         rows only), each item's content is projected once and kept, so a step projects only
-        the items no earlier step met (the 4096-d projections were a third of such a step);
+        the items no earlier step met (a batch's 4096-d projections, on every step before);
         the store is dropped when any content-side tensor changes (:func:`memoise`'s key)."""
         params = [p for m in self.modalities for p in (self.projection[m].weight, self.feature_bias[m].weight)]
         if not self.modalities or any(p.requires_grad for p in params):
