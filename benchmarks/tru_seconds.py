@@ -59,12 +59,13 @@ def run_request(model, regime, target, seed, variants, reps, config, offset):
     names = list(variants)
     order = names[offset % len(names):] + names[:offset % len(names)]
     out = {name: {"seconds": [], "phases": []} for name in names}
+    configs = {name: Config(model=model, dataset=dataset, config_file_list=files,
+                            config_dict={**base, **variants[name], "unlearn_trajectory": False}, read_cmd_line=False)
+               for name in names}
     for rep in range(reps):
         for name in order:
-            variant = Config(model=model, dataset=dataset, config_file_list=files,
-                             config_dict={**base, **variants[name], "unlearn_trajectory": False}, read_cmd_line=False)
-            data.config = variant
-            unlearned, trainer, _ = pipeline.unlearn_method(variant, "tru", data, original)
+            data.config = configs[name]
+            unlearned, trainer, _ = pipeline.unlearn_method(configs[name], "tru", data, original)
             out[name]["seconds"].append(trainer.seconds)
             out[name]["phases"].append({p: trainer.phase_seconds.get(p, 0.0) for p in PHASES})
             if rep == reps - 1:          # judged once, untimed: every run of a variant is the same edit

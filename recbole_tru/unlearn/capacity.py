@@ -14,6 +14,7 @@ from recbole.data.interaction import Interaction
 
 from recbole_tru.losses import bpr_loss, reverse_bpr_loss
 from recbole_tru.model.base import MultimodalRecommender
+from recbole_tru.unlearn.optim import dense
 
 
 @dataclass
@@ -116,6 +117,5 @@ def user_sensitivity(model, tables, n_users, forget_batches, retain_batches, bat
             grads = torch.autograd.grad(loss_fn(pos, neg), [p for p, _ in tables], allow_unused=True)
             for (p, off), g in zip(tables, grads):
                 if g is not None:
-                    g = g.to_dense() if g.is_sparse else g
-                    acc += g[off:off + n_users].pow(2).reshape(n_users, -1).mean(1).detach().cpu().numpy() / batches
+                    acc += dense(g)[off:off + n_users].pow(2).reshape(n_users, -1).mean(1).detach().cpu().numpy() / batches
     return g_f2, f_r

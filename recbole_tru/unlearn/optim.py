@@ -78,12 +78,10 @@ class RowAdam(torch.optim.Optimizer):
                     if sparse:
                         g = p.grad.coalesce()
                         where, values = g.indices()[0], g.values()
-                        if p in self._rows:
-                            active[self._rows[p]] = True
-                        else:
-                            active[where[values.ne(0).any(dim=1)]] = True
-                    elif p in self._rows:
+                    if p in self._rows:
                         active[self._rows[p]] = True
+                    elif sparse:
+                        active[where[values.ne(0).any(dim=1)]] = True
                     else:
                         active |= p.grad.ne(0).any(dim=1)
                     rows = active.nonzero().squeeze(1)
