@@ -96,12 +96,16 @@ def summarise(cells, methods):
 def markdown(report):
     lines = [f"Calibration requests (forget seeds {', '.join(map(str, report['seeds']))}); mean ± 95 % CI over the "
              "requests. `delta weight`: the fitted `delta` attack's weight per unit of score change (< 0: a fall reads "
-             "as member), `negative`: requests where it is < 0. Distances are |AUC − retrain's| per request.", "",
+             "as member), `negative`: requests where it is < 0. Distances are |AUC − retrain's| per request; "
+             "`drop − delta` is their paired difference (< 0: the unfitted `drop` attack is the nearer to "
+             "retrain's), with the requests where `drop` is strictly nearer.", "",
              "| backbone | regime | model | delta AUC | delta weight | negative | drop AUC | delta distance "
-             "| drop distance |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| drop distance | drop − delta distance | drop nearer |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["summary"]:
         distances = [pm(r[k], 3) if k in r else "" for k in ("delta_distance", "drop_distance")]
+        versus = r.get("drop_vs_delta")
+        distances += [pm(versus["diff"], 3), f"{versus['wins']}/{versus['n']}"] if versus else ["", ""]
         lines.append(f"| {r['model']} | {r['regime']} | {r['method']} | {pm(r['delta_auc'], 3)} | {pm(r['delta_weight'], 3)} | "
                      f"{r['weight_negative']}/{r['n']} | {pm(r['drop_auc'], 3)} | {' | '.join(distances)} |")
     lines += ["", "Mean score change since the original, per pair set (first request of each cell):", "",
@@ -130,7 +134,13 @@ def main(argv=None):
     p.add_argument("--runs", default="runs/audit_delta", help="output_dir of the cached originals and retrains")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--tag", default="")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="rewrite the .md of this audit_delta<tag>.json into --out (no measuring)")
     args = p.parse_args(argv)
+    if args.render:
+        report = json.loads(Path(args.render).read_text())
+        write_texts(args.out, Path(args.render).stem, [("md", markdown(report))])
+        return report
     seeds = [int(s) for s in args.seeds.split(",")]
     judged = sorted(set(seeds) & set(FORGET_SEEDS))
     if judged:

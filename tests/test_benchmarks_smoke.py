@@ -140,7 +140,14 @@ def test_audit_delta_benchmark(tiny, tmp_path):
     assert row["drop_distance"]["mean"] == pytest.approx(
         np.mean([abs(r["tru"]["drop_auc"] - r["retrain"]["drop_auc"]) for r in requests]))
     assert row["weight_negative"] == sum(r["tru"]["delta_weight"] < 0 for r in requests)
-    assert "| VBPR | interaction | tru |" in (tmp_path / "r" / "audit_delta.md").read_text()
+    versus = row["drop_vs_delta"]
+    assert versus["wins"] == sum(abs(r["tru"]["drop_auc"] - r["retrain"]["drop_auc"])
+                                 < abs(r["tru"]["delta_auc"] - r["retrain"]["delta_auc"]) for r in requests)
+    md = (tmp_path / "r" / "audit_delta.md").read_text()
+    assert "| VBPR | interaction | tru |" in md and f"| {versus['wins']}/2 |" in md
+    # --render rewrites the same .md from the JSON, measuring nothing
+    module.main(["--render", str(tmp_path / "r" / "audit_delta.json"), "--out", str(tmp_path / "again")])
+    assert (tmp_path / "again" / "audit_delta.md").read_text() == md
     with pytest.raises(SystemExit):
         module.main(["--seeds", "2024", "--out", str(tmp_path / "r"), *tiny])
 
