@@ -61,7 +61,7 @@ VALUE_RULES = {
     "tru_reset_items": _one_of("init", "cold"),
     "tru_sparse_grad": ((lambda v: isinstance(v, bool) or v == "auto"), "True, False or auto"),
     "tru_match": _one_of("pooled", "user"), "tru_temperature": POSITIVE, "tru_stop_delta": NON_NEGATIVE,
-    "tru_repair_budget": POSITIVE, "tru_rank_sample": COUNT_OR_ZERO, "tru_stop_refine": COUNT_OR_ZERO, "tru_repair_learning_rate": POSITIVE_OR_TRAINING,
+    "tru_repair_budget": POSITIVE, "tru_rank_sample": COUNT_OR_ZERO, "tru_push_project": COUNT_OR_ZERO, "tru_stop_refine": COUNT_OR_ZERO, "tru_repair_learning_rate": POSITIVE_OR_TRAINING,
     "audit_shadow_share": SHARE, "audit_user_holdout": SHARE, "audit_unseen_ratio": NON_NEGATIVE,
     "audit_user_classifier": _one_of("logistic", "mlp"),
     **{key: COUNT for key in ("tru_budget_batches", "tru_reference_size", "tru_cold_items", "tru_check_steps",

@@ -300,6 +300,8 @@ CASES = [
          good_run(tru_reset_items="zero"), ValueError, key("tru_reset_items", "zero", "init, cold")),
     Case("unknown_sparse_grad", "tru_sparse_grad: sometimes",
          good_run(tru_sparse_grad="sometimes"), ValueError, key("tru_sparse_grad", "sometimes", "True, False or auto")),
+    Case("negative_push_project", "tru_push_project: -1",
+         good_run(tru_push_project=-1), ValueError, key("tru_push_project", -1, "an integer >= 0")),
     Case("unknown_match", "tru_match: item",
          good_run(tru_match="item"), ValueError, key("tru_match", "item", "pooled, user")),
     Case("zero_temperature", "tru_temperature: 0",

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from recbole_tru.unlearn.optim import RowAdam, dense, mask_rows, row_inner, sparse_lookups
+from recbole_tru.unlearn.optim import RowAdam, dense, mask_rows, project_rows, row_inner, sparse_lookups
 
 
 def _pair(seed=0):
@@ -143,3 +143,22 @@ def test_row_helpers_agree_for_dense_and_sparse_gradients():
     assert torch.allclose(a, b)
     (grad,) = torch.autograd.grad(a, table)
     assert grad.is_sparse and torch.equal(grad.to_dense(), full)
+
+
+def test_project_rows_removes_the_basis_component_dense_and_sparse():
+    """``project_rows``: g - (g·V)·Vᵀ, orthogonal to V, rows without a gradient stay empty, and a
+    row-sparse gradient gives the dense one's values on its rows."""
+    torch.manual_seed(0)
+    V = torch.linalg.qr(torch.randn(6, 2))[0]
+    g = torch.zeros(5, 6)
+    g[[1, 3]] = torch.randn(2, 6)
+    out = project_rows(g, V)
+    assert torch.allclose(out, g - (g @ V) @ V.T)
+    assert (out @ V).abs().max() < 1e-6
+    assert not out[[0, 2, 4]].any()
+    sparse = torch.sparse_coo_tensor(torch.tensor([[1, 3]]), g[[1, 3]], g.shape)
+    assert torch.allclose(dense(project_rows(sparse, V)), out)
+    # a vector already orthogonal to V is left as it is
+    w = torch.randn(1, 6)
+    w = w - (w @ V) @ V.T
+    assert torch.allclose(project_rows(w, V), w, atol=1e-6)

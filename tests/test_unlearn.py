@@ -501,6 +501,52 @@ def test_item_bias_not_routed_keeps_the_forgotten_items_bias_still(trained):
     assert model.item_bias.weight.grad[partial_items].abs().sum() > 0
 
 
+def test_projected_push_has_no_component_along_the_partner_directions(trained):
+    """``tru_push_project`` = r: the bases are the top r right singular vectors of the vectors
+    each VBPR table is scored against (orthonormal, [width, r]); the partially deleted users'
+    push on γ_u, θ_u and their forgotten items' γ_i has no component along them, and it is the
+    unprojected push minus that component."""
+    r = 2
+    model, trainer = _forget_grads(trained, "VBPR", tru_route=True, tru_route_items=True, tru_push_project=r)
+    bases = trainer.push_bases
+    assert set(bases) == {"user_embedding.weight", "item_embedding.weight", *(f"theta.{m}.weight" for m in model.modalities)}
+    items = torch.arange(1, trainer.data.n_items)
+    with torch.no_grad():
+        expect = torch.linalg.svd(model.item_embedding(items).double(), full_matrices=False)[2][:r].T
+    # the same subspace as the items' γ_i's top r directions (signs may differ)
+    assert torch.allclose((bases["user_embedding.weight"].double() @ bases["user_embedding.weight"].double().T),
+                          expect @ expect.T, atol=1e-5)
+    f = trainer.data.forget
+    partial_items = np.setdiff1d(np.unique(f.items[trainer.partial_pair]), f.deleted_items)
+    for name, V in bases.items():
+        assert torch.allclose(V.T @ V, torch.eye(r), atol=1e-5), name
+        grad = dict(model.named_parameters())[name].grad
+        rows = partial_items if name == "item_embedding.weight" else np.unique(f.users[trainer.partial_pair])
+        assert grad[rows].abs().sum() > 0, name
+        assert (grad[rows] @ V).abs().max() < 1e-6 * max(1.0, float(grad[rows].abs().max())), name
+    plain, _ = _forget_grads(trained, "VBPR", tru_route=True, tru_route_items=True, tru_push_project=0)
+    g0, V = plain.user_embedding.weight.grad, bases["user_embedding.weight"]
+    assert torch.allclose(model.user_embedding.weight.grad, g0 - (g0 @ V) @ V.T, atol=1e-7)
+
+
+def test_projected_push_changes_nothing_without_partner_vectors(trained):
+    """A backbone without fixed partner vectors (MMGCN; RecBole's BPR has no such method), and a
+    request with no partially deleted user (the item regime): no bases, the same edit as with
+    the option off."""
+    for name in ("MMGCN", "BPR"):
+        _, trainer = _forget_grads(trained, name, tru_push_project=4)
+        assert trainer.push_bases == {}, name
+    base = trained("VBPR")
+    states = []
+    for r in (0, 4):
+        config, data, model, trainer = base.setup(forget_regime="item", forget_share=0.1, tru_push_project=r,
+                                                  tru_epochs=1)
+        trainer.unlearn()
+        assert trainer.push_bases == {}
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 @pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
 def test_unrouted_forget_gradient_reaches_item_rows(trained, name):
     model, trainer = _forget_grads(trained, name, tru_route=False, tru_isolate=False)
@@ -531,10 +577,11 @@ def _masked_cos(model, trainer, forget_batch, retain_batch, branch):
 @pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
 def test_branch_cosine_and_alpha_after_one_refresh(trained, name):
     base = trained(name)
-    # the cosine by hand over the affected users' rows: the push not routed to item rows here
+    # the cosine by hand over the affected users' rows: the push not routed to item rows, nor
+    # projected (tru_push_project), here
     config, data, model, trainer = base.setup(forget_regime="interaction", forget_share=0.1, tru_gate=False,
                                               tru_stop="epochs", tru_scaling=True, tru_scale_refresh=1,
-                                              tru_route_items=False)
+                                              tru_route_items=False, tru_push_project=0)
     start_targeted(trainer)
     forget_batch = next(iter(trainer.train_loader()))
     retain_batch = next(trainer._retain)

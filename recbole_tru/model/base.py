@@ -74,6 +74,14 @@ class MultimodalRecommender(GeneralRecommender):
         raise NotImplementedError
 
     # --- scoring --------------------------------------------------------------------------
+    def partner_sides(self, users, items):
+        """For each factor table whose rows meet another side's vectors in a dot product, those
+        vectors: ``{parameter name: [rows, width]}`` for the given ``users`` / ``items`` (id
+        tensors). TRU's ``tru_push_project`` removes the top directions of each from the push on
+        the table. Empty by default: a backbone that propagates its tables (MMGCN) has no fixed
+        partner, and the option then changes nothing."""
+        return {}
+
     def pair_scores(self, users, *item_sets):
         """Scores s_ui for ``users`` [B] against each LongTensor [B] in ``item_sets``."""
         raise NotImplementedError

@@ -56,6 +56,16 @@ class VBPR(MultimodalRecommender):
     def item_id_tables(self):
         return [("item_embedding.weight", 0), ("item_bias.weight", 0)]
 
+    @torch.no_grad()
+    def partner_sides(self, users, items):
+        """γ_u meets the items' γ_i, θ_u^m the items' projected content E_m f_i^m, and an item's
+        γ_i the users' γ_u (the one-column β_i meets a constant: none)."""
+        vectors, _ = self._content(items)
+        sides = {"user_embedding.weight": self.item_embedding(items),
+                 "item_embedding.weight": self.user_embedding(users)}
+        sides.update({f"theta.{m}.weight": v for m, v in zip(self.modalities, vectors)})
+        return sides
+
     def _content(self, items=None):
         """The content part of ``items`` (all items when None): the modalities' ``E_m f_i^m``
         (a list, one [·, K'] tensor per modality) and ``Σ_m β'_m·f_i^m`` (0 without modalities)."""

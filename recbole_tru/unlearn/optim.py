@@ -149,6 +149,17 @@ def mask_rows(grad, mask):
                                    check_invariants=False)
 
 
+def project_rows(grad, basis):
+    """``grad``'s rows without their component in the span of ``basis`` [cols, r] (orthonormal
+    columns): ``g - (g·V)·Vᵀ``, dense or row-sparse ``grad`` (a sparse one keeps its rows)."""
+    if not grad.is_sparse:
+        return grad - (grad @ basis) @ basis.T
+    g = grad.coalesce()
+    values = g.values()
+    return torch.sparse_coo_tensor(g.indices(), values - (values @ basis) @ basis.T, g.shape, is_coalesced=True,
+                                   check_invariants=False)
+
+
 def row_inner(grad, param):
     """``Σ <grad, param>`` (differentiable in ``param``), whose gradient is ``grad``: a
     row-sparse ``grad`` gathers its rows with a sparse lookup, so that gradient stays row-sparse."""

@@ -59,11 +59,12 @@ from recbole_tru.unlearn.base import UnlearnTrainer, UntilStop, cycle
 from recbole_tru.unlearn.capacity import (describe, forget_scores_and_retain_loss, reset_rows, row_mask,
                                           user_sensitivity)
 from recbole_tru.unlearn.gate import GuardedStop, cold_items, gate_check, reference_pairs
-from recbole_tru.unlearn.optim import RowAdam, dense, mask_rows, row_inner, sparse_lookups
+from recbole_tru.unlearn.optim import RowAdam, dense, mask_rows, project_rows, row_inner, sparse_lookups
 
 # Streams of TRU's generators, keyed with forget_seed: np.random.default_rng([forget_seed, stream]).
 RANK_SAMPLE_STREAM = 1                                  # the checks' item sample
 DRAW_STREAM = 2                                         # reference pairs and repair sample
+PARTNER_SAMPLE_STREAM = 3                               # the users sampled for tru_push_project's bases
 # tru_sparse_grad: auto: row-sparse gradients from this many table rows (users + items) on. Measured
 # (benchmarks/results/tru_seconds_*.md, one thread): 2,625 rows (ml-100k-mm) dense 7 % faster; 26,000
 # (synthetic Baby) sparse faster, not clearly; 62,000 (Clothing) sparse 30 % faster.
@@ -98,6 +99,7 @@ class TRUTrainer(UnlearnTrainer):
         self.checks = []                                           # one record per gate check
         self.alphas = {}
         self.routed_rows = {}                                      # param name -> row mask
+        self.push_bases = {}                                       # tru_push_project: param name -> [width, r]
         # TRU's own draws (reference pairs, repair sample) and the checks' item sample each have a
         # stream of their own, apart from the request draw's (recbole_tru.data.forget: forget_seed alone)
         self._rng = np.random.default_rng([int(config["forget_seed"]), DRAW_STREAM])
@@ -363,9 +365,33 @@ class TRUTrainer(UnlearnTrainer):
                                  if self.params[name].dim() == 2}
             for name, rows in self._moving_rows.items():
                 self.optimizer.restrict(self.params[name], rows)
+        self.push_bases = self._push_bases()
         self._retain = cycle(self._affected_retain_loader())
         self.stopper = GuardedStop(self.option("stop_delta"), self.option("stop_patience"))
         self._last_check_state = None                   # (moving state, check record) of the last check, tru_stop_refine
+
+    def _push_bases(self):
+        """``tru_push_project`` = r > 0: for each table of the partially deleted users' route that
+        the backbone gives partner vectors for (:meth:`partner_sides`), the top r right singular
+        vectors [width, r] of those vectors (uncentred), from every item / user, or from the checks'
+        item sample and a seeded sample of as many users where a side is larger; measured once,
+        after the reset. ``{}`` when off or when the backbone has none."""
+        r = int(self.option("push_project") or 0)
+        partner_sides = getattr(self.model, "partner_sides", None)      # RecBole's own models have none
+        if r <= 0 or partner_sides is None or not self.routes or not self.partial_pair.any():
+            return {}
+        items = self.rank_sample if self.rank_sample is not None else np.arange(1, self.data.n_items)
+        users = sample_items(self.data.n_users, self.option("rank_sample"),
+                             np.random.default_rng([int(self.config["forget_seed"]), PARTNER_SAMPLE_STREAM]))
+        users = users if users is not None else np.arange(1, self.data.n_users)
+        with torch.no_grad():
+            sides = partner_sides(torch.as_tensor(users, device=self.device), torch.as_tensor(items, device=self.device))
+        bases = {}
+        for name in self.routes[0][1]:
+            if name in sides and self.params[name].dim() == 2:
+                _, _, vh = torch.linalg.svd(sides[name].detach().double(), full_matrices=False)
+                bases[name] = vh[:r].T.to(self.params[name].dtype)
+        return bases
 
     def _affected_retain_loader(self):
         """Retain batches of the targeted step: the retained interactions of the users of the
@@ -485,7 +511,7 @@ class TRUTrainer(UnlearnTrainer):
         """The gated forget loss's gradient, each route's pairs to that route's rows only:
         ``{param name: gradient}`` (detached)."""
         grads = {}
-        for pairs, rows in self.routes:
+        for route, (pairs, rows) in enumerate(self.routes):
             weight = gate * pairs[pair_ids].to(gate.dtype)
             if not weight.any():
                 continue
@@ -495,6 +521,8 @@ class TRUTrainer(UnlearnTrainer):
             for n, g in zip(names, routed):
                 if g is not None:
                     g = mask_rows(g, rows[n]).detach()
+                    if route == 0 and n in self.push_bases:      # the partially deleted users' route
+                        g = project_rows(g, self.push_bases[n])
                     grads[n] = grads[n] + g if n in grads else g
         return grads
 
