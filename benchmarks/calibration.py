@@ -49,8 +49,7 @@ VARIANTS = {
     "item rows routed too": {"tru_route_items": True},             # the default since 2026-12-06
     "items' rows not routed": {"tru_route_items": False},
     "items' bias not routed": {"tru_route_item_bias": False},
-    "push not projected (before 2026-12-07 evening)": {"tru_push_project": 0},
-    "push projected off the top direction (r=1)": {"tru_push_project": 1},      # the default since 2026-12-07 evening
+    "push not projected (before 2026-12-07 evening)": {"tru_push_project": 0},   # the default since then: r = 1
     "push projected off the top 4 directions": {"tru_push_project": 4},
     "push projected off the top 16 directions": {"tru_push_project": 16},
     "repair 4 epochs": {"tru_repair_epochs": 4},

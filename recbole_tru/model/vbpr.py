@@ -56,7 +56,6 @@ class VBPR(MultimodalRecommender):
     def item_id_tables(self):
         return [("item_embedding.weight", 0), ("item_bias.weight", 0)]
 
-    @torch.no_grad()
     def partner_sides(self, users, items):
         """γ_u meets the items' γ_i, θ_u^m the items' projected content E_m f_i^m, and an item's
         γ_i the users' γ_u (the one-column β_i meets a constant: none)."""

@@ -378,7 +378,7 @@ class TRUTrainer(UnlearnTrainer):
         after the reset. ``{}`` when off or when the backbone has none."""
         r = int(self.option("push_project") or 0)
         partner_sides = getattr(self.model, "partner_sides", None)      # RecBole's own models have none
-        if r <= 0 or partner_sides is None or not self.routes or not self.partial_pair.any():
+        if r <= 0 or partner_sides is None or not self.partial_pair.any():
             return {}
         items = self.rank_sample if self.rank_sample is not None else np.arange(1, self.data.n_items)
         users = sample_items(self.data.n_users, self.option("rank_sample"),
@@ -387,9 +387,9 @@ class TRUTrainer(UnlearnTrainer):
         with torch.no_grad():
             sides = partner_sides(torch.as_tensor(users, device=self.device), torch.as_tensor(items, device=self.device))
         bases = {}
-        for name in self.routes[0][1]:
-            if name in sides and self.params[name].dim() == 2:
-                _, _, vh = torch.linalg.svd(sides[name].detach().double(), full_matrices=False)
+        for name in self.routes[0][1]:                  # the partially deleted users' route
+            if name in sides:
+                _, _, vh = torch.linalg.svd(sides[name].double(), full_matrices=False)
                 bases[name] = vh[:r].T.to(self.params[name].dtype)
         return bases
 
