@@ -53,6 +53,9 @@ VARIANTS = {
     "push projected off the top 4 directions": {"tru_push_project": 4},
     "push projected off the top 16 directions": {"tru_push_project": 16},
     "repair 4 epochs": {"tru_repair_epochs": 4},
+    "matched in the order of retained support": {"tru_match_order": "support"},
+    "support order + two-sided gate + rank-AUC stop": {"tru_match_order": "support", "tru_gate_two_sided": True,
+                                                       "tru_stop_metric": "auc"},
     "isolation off (routing + mask)": {"tru_route": False, "tru_isolate": False},
     "learning rate .001": {"tru_learning_rate": 0.001},
     "repair at the training learning rate": {"tru_repair_learning_rate": None},   # the default since 2026-12-06

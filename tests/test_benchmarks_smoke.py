@@ -152,6 +152,26 @@ def test_audit_delta_benchmark(tiny, tmp_path):
         module.main(["--seeds", "2024", "--out", str(tmp_path / "r"), *tiny])
 
 
+def test_rank_quantiles_benchmark(tiny, tmp_path):
+    """Per request and model: the forget and test rank quantiles in order (10 % <= ... <= 90 %) and
+    the rank AUC in [0, 1]; the summary's means are the requests'; a judged request is refused."""
+    module = load("rank_quantiles")
+    report = module.main(["--models", "VBPR", "--regimes", "interaction", "--seeds", "1,2", "--variants", "default",
+                          "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "r"), *tiny])
+    requests = report["cells"][0]["requests"]
+    assert [r["seed"] for r in requests] == [1, 2]
+    for r in requests:
+        assert set(r["models"]) == {"original", "retrain", module.DEFAULT}
+        for m in r["models"].values():
+            assert np.all(np.diff(m["forget"]) >= 0) and np.all(np.diff(m["test"]) >= 0) and 0 <= m["auc"] <= 1
+    row = next(x for x in report["summary"] if x["method"] == "retrain")
+    assert row["forget"][2]["mean"] == pytest.approx(np.mean([r["models"]["retrain"]["forget"][2] for r in requests]))
+    assert "| VBPR | interaction | retrain |" in (tmp_path / "r" / "rank_quantiles.md").read_text()
+    assert (tmp_path / "r" / "rank_quantiles.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        module.main(["--seeds", "2024", "--out", str(tmp_path / "r"), *tiny])
+
+
 def test_calibration_benchmark_reads_config_files(tiny, tmp_path):
     """--config_files reaches every cell's config (a data set's own YAML, as for synthetic data):
     a file with a bad TRU value is refused, naming the key."""

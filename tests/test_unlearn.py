@@ -22,7 +22,8 @@ from recbole_tru.unlearn.base import UntilStop
 from recbole_tru.unlearn.capacity import describe, reset_rows
 from recbole_tru.unlearn.evaluation import Judge
 from recbole_tru.unlearn.gate import (GuardedStop, auc_distance, auc_noise, cold_items, gate_weights,
-                                     ks_distance, matched_targets, matched_targets_per_user)
+                                     ks_distance, matched_targets, matched_targets_per_user, retained_support,
+                                     score_profiles)
 
 UID, IID, NEG = "user_id", "item_id", "neg_item_id"
 
@@ -270,6 +271,42 @@ def test_the_check_reports_the_auc_groups_noise_floor():
     recall_only = gate_check(users, ranks, masks, groups, refs, np.ones(5), match="pooled", gate=False,
                              temperature=0.5, stop_metric="recall", stop_k=20)
     assert recall_only["noise"] == 0.0
+
+
+def test_score_profiles_are_the_items_unit_score_columns():
+    scores = np.array([[3.0, 0.0, 1.0], [4.0, 0.0, -1.0]])           # 2 users x 3 items
+    profiles = score_profiles(scores)
+    np.testing.assert_allclose(profiles, [[0.6, 0.8], [0.0, 0.0], [2 ** -0.5, -(2 ** -0.5)]])
+
+
+def test_retained_support_is_the_mean_cosine_with_the_users_kept_items():
+    """support(u, i) = mean over u's retained items k of <p_i, p_k>, from unit profiles."""
+    profiles = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, -0.6]])    # items 0..4
+    retain_users, retain_items = np.array([1, 1, 2, 3]), np.array([1, 2, 3, 1])
+    support = retained_support(profiles, np.array([1, 2, 1]), np.array([3, 4, 4]), retain_users, retain_items)
+    np.testing.assert_allclose(support, [(0.6 + 0.8) / 2, 0.6 * 0.8 - 0.8 * 0.6, (0.8 - 0.6) / 2], atol=1e-12)
+
+
+def test_matching_by_support_gives_the_best_quantiles_to_the_most_supported_pairs():
+    """``order`` replaces the partially deleted users' current ranks as the matching key only: the
+    gate weights and the stop's distance still read the ranks."""
+    from recbole_tru.unlearn.gate import gate_check
+
+    users, ranks, masks, groups, refs = TWO_GROUPS
+    plain = np.ones(5)
+    by_rank = gate_check(users, ranks, masks, groups, refs, plain, match="pooled", gate=True, temperature=0.5,
+                         stop_metric="recall", stop_k=20)
+    order = np.array([2.0, 1.0, np.nan, np.nan, np.nan])       # the pair ranked 40 is the better supported
+    weights = np.ones(5)
+    by_support = gate_check(users, ranks, masks, groups, refs, weights, match="pooled", gate=True, temperature=0.5,
+                            stop_metric="recall", stop_k=20, order=order)
+    # reference ranks 30 and 50: by rank, pair 0 (rank 3) takes 30 and pair 1 (rank 40) takes 50
+    np.testing.assert_allclose(plain[:2], gate_weights([3.0, 40.0], [30.0, 50.0], 0.5))
+    # by support, pair 1 takes 30 (it sits below it: weight 0) and pair 0 takes 50
+    np.testing.assert_allclose(weights[:2], gate_weights([3.0, 40.0], [50.0, 30.0], 0.5))
+    assert weights[1] == 0 and plain[1] > 0
+    np.testing.assert_allclose(weights[2:], plain[2:])          # the deleted items' group keeps its ranks
+    assert by_support["distance"] == by_rank["distance"]
 
 
 def test_guarded_stop_stops_below_the_noise_floor():
@@ -527,6 +564,30 @@ def test_projected_push_has_no_component_along_the_partner_directions(trained):
     plain, _ = _forget_grads(trained, "VBPR", tru_route=True, tru_route_items=True, tru_push_project=0)
     g0, V = plain.user_embedding.weight.grad, bases["user_embedding.weight"]
     assert torch.allclose(model.user_embedding.weight.grad, g0 - (g0 @ V) @ V.T, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["VBPR", "MMGCN"])
+def test_support_order_is_measured_once_from_the_users_kept_items(trained, name):
+    """``tru_match_order: support``: one key per partially deleted user's pair, the negated
+    :func:`retained_support` of the score columns of the model as the targeted update starts
+    (every user of the tiny data: fewer than SUPPORT_USERS), NaN for the other pairs; ``rank``:
+    none."""
+    from recbole_tru.model.ranking import user_scores
+
+    config, data, model, trainer = trained(name).setup(forget_share=0.2, tru_match_order="support")
+    start_targeted(trainer)
+    key, f = trainer.match_order, data.forget
+    assert np.isnan(key[~trainer.partial_pair]).all() and np.isfinite(key[trainer.partial_pair]).all()
+    scores = user_scores(model, np.arange(1, data.n_users)).numpy()[:, 1:]
+    columns = scores.T / np.linalg.norm(scores.T, axis=1, keepdims=True)
+    profiles = np.vstack([np.zeros((1, data.n_users - 1)), columns])
+    pairs = np.flatnonzero(trainer.partial_pair)
+    for p in pairs[:5]:
+        kept = data.retain_items[data.retain_users == f.users[p]]
+        assert -key[p] == pytest.approx(float(np.mean(profiles[kept] @ profiles[f.items[p]])), abs=1e-6)
+    _, _, _, plain = trained(name).setup(forget_share=0.2)
+    start_targeted(plain)
+    assert plain.match_order is None
 
 
 def test_projected_push_changes_nothing_without_partner_vectors(trained):

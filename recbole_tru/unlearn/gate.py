@@ -12,6 +12,7 @@ membership shows at the top of the list::
 from logging import getLogger
 
 import numpy as np
+from scipy import sparse
 
 
 def matched_targets(forget_ranks, reference_ranks):
@@ -59,6 +60,35 @@ def matched_targets_per_user(forget_users, forget_ranks, reference_users, refere
     log_target = ref_log[lo + below] * (1 - frac) + ref_log[lo + above] * frac
     targets[order[own]] = np.exp(log_target)
     return targets
+
+
+def score_profiles(scores):
+    """Each item's score profile over a sample of users, for :func:`retained_support`: ``scores``
+    [users, items] transposed, each item's column scaled to unit norm (its scores as a direction,
+    its bias kept: a retrained model keeps popular items high as well as similar ones; centring
+    the columns, i.e. correlations, matched retraining worse on the calibration requests).
+    Returns [items, users]; an all-zero column stays zero."""
+    v = np.asarray(scores, dtype=np.float64).T
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+
+
+def retained_support(profiles, forget_users, forget_items, retain_users, retain_items):
+    """How strongly each forget pair (u, i) is implied by what u keeps: the mean cosine of item i's
+    score profile with those of u's retained items, ``mean_{k in R_u} <p_i, p_k>``
+    (``profiles``: :func:`score_profiles`, rows indexed by item id). A retrained model ranks a
+    forgotten pair by that evidence alone, so with ``tru_match_order: support`` the pairs with the
+    most of it are matched to the reference's top quantiles. 0 for a user with no retained pair."""
+    forget_users, forget_items = np.asarray(forget_users, dtype=np.int64), np.asarray(forget_items, dtype=np.int64)
+    users, where = np.unique(forget_users, return_inverse=True)
+    keep = np.isin(retain_users, users)
+    rows = np.searchsorted(users, np.asarray(retain_users)[keep])
+    counts = np.bincount(rows, minlength=len(users)).astype(np.float64)
+    # each user's mean retained profile: a [users, items] averaging matrix times the profiles
+    averaging = sparse.csr_matrix((1.0 / counts[rows], (rows, np.asarray(retain_items)[keep])),
+                                  shape=(len(users), profiles.shape[0]))
+    centroids = np.asarray(averaging @ profiles)
+    return np.einsum("pd,pd->p", profiles[forget_items], centroids[where])
 
 
 def gate_weights(forget_ranks, target_ranks, temperature, two_sided=False):
@@ -249,21 +279,25 @@ def reference_pairs(data, partial_pair, item_pair, cold, size, rng):
 
 
 def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weights, *, match, gate,
-               temperature, stop_metric, stop_k, two_sided=False):
+               temperature, stop_metric, stop_k, two_sided=False, order=None):
     """One check of the gate over the groups (``masks``: group -> forget-pair mask): sets the gate
     ``weights`` of each group's pairs in place (when ``gate``) and returns the check's record,
     whose ``distance`` (the stop's: Recall@``stop_k`` gap, rank AUC distance or KS, pair-weighted over groups) the
     guarded stop reads, and ``noise``: the same weighting of each group's noise floor (the AUC's
-    standard error, :func:`auc_noise`, for a group stopped on the AUC; 0 for the others)."""
+    standard error, :func:`auc_noise`, for a group stopped on the AUC; 0 for the others).
+    ``order``: per forget pair, the key the partially deleted users' pairs are matched to the
+    reference by (lower: a better reference quantile; ``tru_match_order: support``), instead of
+    their current ranks."""
     distance, noise, total, record = 0.0, 0.0, 0, {}
     for name, mask in masks.items():
         if name not in reference_ranks or not mask.any():
             continue
         idx, ref_users, ref = np.flatnonzero(mask), groups[name][0], reference_ranks[name]
+        key = order[idx] if name == "partial" and order is not None else forget_ranks[idx]
         if name == "partial" and match == "user":
-            targets = matched_targets_per_user(forget_users[idx], forget_ranks[idx], ref_users, ref)
+            targets = matched_targets_per_user(forget_users[idx], key, ref_users, ref)
         else:
-            targets = matched_targets(forget_ranks[idx], ref)
+            targets = matched_targets(key, ref)
         if gate:
             weights[idx] = gate_weights(forget_ranks[idx], targets, temperature, two_sided)
         ks = ks_distance(forget_ranks[idx], ref)

@@ -53,18 +53,21 @@ from recbole.trainer import Trainer
 
 from recbole_tru.data.retained import FORGET_PAIR
 from recbole_tru.losses import gated_forget_loss
-from recbole_tru.model.ranking import pair_ranks, sample_items
+from recbole_tru.model.ranking import pair_ranks, sample_items, user_scores
 from recbole_tru.training import build_model
 from recbole_tru.unlearn.base import UnlearnTrainer, UntilStop, cycle
 from recbole_tru.unlearn.capacity import (describe, forget_scores_and_retain_loss, reset_rows, row_mask,
                                           user_sensitivity)
-from recbole_tru.unlearn.gate import GuardedStop, cold_items, gate_check, reference_pairs
+from recbole_tru.unlearn.gate import (GuardedStop, cold_items, gate_check, reference_pairs, retained_support,
+                                      score_profiles)
 from recbole_tru.unlearn.optim import RowAdam, dense, mask_rows, project_rows, row_inner, sparse_lookups
 
 # Streams of TRU's generators, keyed with forget_seed: np.random.default_rng([forget_seed, stream]).
 RANK_SAMPLE_STREAM = 1                                  # the checks' item sample
 DRAW_STREAM = 2                                         # reference pairs and repair sample
 PARTNER_SAMPLE_STREAM = 3                               # the users sampled for tru_push_project's bases
+SUPPORT_SAMPLE_STREAM = 4                               # the users whose scores give tru_match_order's profiles
+SUPPORT_USERS = 1024                                    # at most this many users' scores per item profile
 # tru_sparse_grad: auto: row-sparse gradients from this many table rows (users + items) on. Measured
 # (benchmarks/results/tru_seconds_*.md, one thread): 2,625 rows (ml-100k-mm) dense 7 % faster; 26,000
 # (synthetic Baby) sparse faster, not clearly; 62,000 (Clothing) sparse 30 % faster.
@@ -100,6 +103,7 @@ class TRUTrainer(UnlearnTrainer):
         self.alphas = {}
         self.routed_rows = {}                                      # param name -> row mask
         self.push_bases = {}                                       # tru_push_project: param name -> [width, r]
+        self.match_order = None                                    # tru_match_order: support -> key per forget pair
         # TRU's own draws (reference pairs, repair sample) and the checks' item sample each have a
         # stream of their own, apart from the request draw's (recbole_tru.data.forget: forget_seed alone)
         self._rng = np.random.default_rng([int(config["forget_seed"]), DRAW_STREAM])
@@ -366,6 +370,7 @@ class TRUTrainer(UnlearnTrainer):
             for name, rows in self._moving_rows.items():
                 self.optimizer.restrict(self.params[name], rows)
         self.push_bases = self._push_bases()
+        self.match_order = self._match_order()
         self._retain = cycle(self._affected_retain_loader())
         self.stopper = GuardedStop(self.option("stop_delta"), self.option("stop_patience"))
         self._last_check_state = None                   # (moving state, check record) of the last check, tru_stop_refine
@@ -392,6 +397,28 @@ class TRUTrainer(UnlearnTrainer):
                 _, _, vh = torch.linalg.svd(sides[name].double(), full_matrices=False)
                 bases[name] = vh[:r].T.to(self.params[name].dtype)
         return bases
+
+    def _match_order(self):
+        """``tru_match_order``: ``rank`` (None: the partially deleted users' forget pairs are matched
+        to the reference in the order of their current ranks) or ``support``: in the order of
+        their support from what each user keeps (:func:`~recbole_tru.unlearn.gate.retained_support`;
+        the key is its negative), the item profiles from the scores of up to ``SUPPORT_USERS``
+        seeded users; measured once, after the reset."""
+        value = self.option("match_order")
+        if value == "rank" or not self.partial_pair.any():
+            return None
+        with self._timed("support"):
+            users = sample_items(self.data.n_users, SUPPORT_USERS,
+                                 np.random.default_rng([int(self.config["forget_seed"]), SUPPORT_SAMPLE_STREAM]))
+            users = users if users is not None else np.arange(1, self.data.n_users)
+            scores = user_scores(self.model, users).cpu().numpy()[:, 1:]      # padding item 0 left out
+            profiles = np.vstack([np.zeros((1, len(users))), score_profiles(scores)])
+            f = self.data.forget
+            key = np.full(len(f.rows), np.nan)
+            pairs = np.flatnonzero(self.partial_pair)
+            key[pairs] = -retained_support(profiles, f.users[pairs], f.items[pairs],
+                                           self.data.retain_users, self.data.retain_items)
+        return key
 
     def _affected_retain_loader(self):
         """Retain batches of the targeted step: the retained interactions of the users of the
@@ -472,7 +499,7 @@ class TRUTrainer(UnlearnTrainer):
             gate=self.option("gate"), temperature=float(self.option("temperature")),
             stop_metric={"partial": self.option("stop_metric"),
                          "item": self.option("item_stop_metric") or self.option("stop_metric")},
-            stop_k=int(self.option("stop_k")),
+            stop_k=int(self.option("stop_k")), order=self.match_order,
             two_sided=bool(self.option("gate_two_sided")) if two_sided is None else two_sided)}
         if phase:
             record["phase"] = phase
