@@ -56,6 +56,8 @@ VARIANTS = {
     "matched in the order of retained support": {"tru_match_order": "support"},
     "support order + two-sided gate + rank-AUC stop": {"tru_match_order": "support", "tru_gate_two_sided": True,
                                                        "tru_stop_metric": "auc"},
+    "support order + two-sided gate + rank-AUC stop + repair 4 epochs": {
+        "tru_match_order": "support", "tru_gate_two_sided": True, "tru_stop_metric": "auc", "tru_repair_epochs": 4},
     "isolation off (routing + mask)": {"tru_route": False, "tru_isolate": False},
     "learning rate .001": {"tru_learning_rate": 0.001},
     "repair at the training learning rate": {"tru_repair_learning_rate": None},   # the default since 2026-12-06
