@@ -58,6 +58,12 @@ VARIANTS = {
                                                        "tru_stop_metric": "auc"},
     "support order + two-sided gate + rank-AUC stop + repair 4 epochs": {
         "tru_match_order": "support", "tru_gate_two_sided": True, "tru_stop_metric": "auc", "tru_repair_epochs": 4},
+    "support order (pooled below 3 pairs) + two-sided gate + rank-AUC stop + repair 4 epochs": {
+        "tru_match_order": "support", "tru_match_min_pairs": 3, "tru_gate_two_sided": True,
+        "tru_stop_metric": "auc", "tru_repair_epochs": 4},
+    "pooled support order + two-sided gate + rank-AUC stop + repair 4 epochs": {
+        "tru_match": "pooled", "tru_match_order": "support", "tru_gate_two_sided": True, "tru_stop_metric": "auc",
+        "tru_repair_epochs": 4},
     "isolation off (routing + mask)": {"tru_route": False, "tru_isolate": False},
     "learning rate .001": {"tru_learning_rate": 0.001},
     "repair at the training learning rate": {"tru_repair_learning_rate": None},   # the default since 2026-12-06

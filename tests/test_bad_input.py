@@ -306,6 +306,8 @@ CASES = [
          good_run(tru_match="item"), ValueError, key("tru_match", "item", "pooled, user")),
     Case("unknown_match_order", "tru_match_order: score",
          good_run(tru_match_order="score"), ValueError, key("tru_match_order", "score", "rank, support")),
+    Case("zero_match_min_pairs", "tru_match_min_pairs: 0",
+         good_run(tru_match_min_pairs=0), ValueError, key("tru_match_min_pairs", 0, "an integer > 0")),
     Case("zero_temperature", "tru_temperature: 0",
          good_run(tru_temperature=0), ValueError, key("tru_temperature", 0, "> 0")),
     Case("negative_repair_lr", "tru_repair_learning_rate: -0.001 (a number > 0, or ~ for the training rate)",

@@ -192,6 +192,18 @@ def test_every_property_key_has_a_typed_comment(path):
     assert sorted(seen) == sorted(values), f"{path.name}: keys the line parser missed"
 
 
+def test_the_privacy_preset_is_not_loaded_by_default_and_sets_its_keys(build):
+    """properties/presets/ is not among the files every run reads; passed with --config_files its keys
+    win over the plugin's properties, and config_dict (like the command line) over it."""
+    preset = PROPERTIES / "presets" / "tru_privacy.yaml"
+    values = yaml.safe_load(preset.read_text(encoding="utf-8"))
+    plain = build("VBPR")
+    assert any(plain[k] != v for k, v in values.items())
+    config = build("VBPR", config_file_list=[str(preset)])
+    assert all(config[k] == v for k, v in values.items())
+    assert build("VBPR", config_dict={"tru_repair_epochs": 1}, config_file_list=[str(preset)])["tru_repair_epochs"] == 1
+
+
 def test_eval_batch_size_auto_follows_the_catalogue(build):
     """auto -> RecBole's 4096 up to 4,096 items (one or more users per batch), else 2**22 score
     cells; a number is kept; anything else names the key."""

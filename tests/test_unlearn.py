@@ -165,6 +165,18 @@ def test_per_user_targets_match_each_user_to_its_own_reference():
     np.testing.assert_allclose(matched_targets_per_user(fu, fr, ru, rr), expected, rtol=1e-12)
 
 
+def test_users_with_few_forget_pairs_are_matched_pooled():
+    """``min_forget``: a user with fewer forget pairs takes the pooled target; the others their own."""
+    fu, fr = np.array([1, 2, 2, 2]), np.array([5.0, 1.0, 2.0, 3.0])
+    ru, rr = np.array([1, 1, 1, 2, 2, 2]), np.array([10.0, 20.0, 30.0, 100.0, 200.0, 300.0])
+    own = matched_targets_per_user(fu, fr, ru, rr)
+    assert own[0] == pytest.approx(20.0)                        # one pair: the middle of its user's reference
+    targets = matched_targets_per_user(fu, fr, ru, rr, min_forget=2)
+    assert targets[0] == pytest.approx(matched_targets(fr, rr)[0])
+    np.testing.assert_allclose(targets[1:], [100.0, 200.0, 300.0])
+    np.testing.assert_allclose(own[1:], targets[1:])
+
+
 def test_gate_weights_zero_at_or_below_target_and_growing_above():
     ranks = np.array([10, 20, 40, 9, 5, 2, 1])
     weights = gate_weights(ranks, np.full(len(ranks), 10.0), 0.5)

@@ -30,10 +30,13 @@ def matched_targets(forget_ranks, reference_ranks):
     return targets
 
 
-def matched_targets_per_user(forget_users, forget_ranks, reference_users, reference_ranks, min_reference=3):
+def matched_targets_per_user(forget_users, forget_ranks, reference_users, reference_ranks, min_reference=3,
+                             min_forget=1):
     """:func:`matched_targets` within each user (a forget pair is matched to its own user's
-    never-trained pairs); users with fewer than ``min_reference`` reference pairs are matched
-    to the pooled reference. Vectorised over users (no loop): one sort of each side."""
+    never-trained pairs); users with fewer than ``min_reference`` reference pairs, or fewer than
+    ``min_forget`` forget pairs (``tru_match_min_pairs``: a user's one or two pairs take the middle
+    quantiles of the user's reference whatever their order), are matched to the pooled reference
+    in the pooled order. Vectorised over users (no loop): one sort of each side."""
     forget_users, forget_ranks = np.asarray(forget_users), np.asarray(forget_ranks, dtype=np.float64)
     reference_users, reference_ranks = np.asarray(reference_users), np.asarray(reference_ranks, dtype=np.float64)
     targets = matched_targets(forget_ranks, reference_ranks)
@@ -49,7 +52,7 @@ def matched_targets_per_user(forget_users, forget_ranks, reference_users, refere
     quantiles = (within + 0.5) / np.repeat(counts, counts)
     lo, hi = np.searchsorted(ref_u, users, "left"), np.searchsorted(ref_u, users, "right")
     m = hi - lo
-    own = m >= min_reference
+    own = (m >= min_reference) & (np.repeat(counts, counts) >= min_forget)
     if not own.any():
         return targets
     lo, m, quantiles = lo[own], m[own], quantiles[own]
@@ -279,7 +282,7 @@ def reference_pairs(data, partial_pair, item_pair, cold, size, rng):
 
 
 def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weights, *, match, gate,
-               temperature, stop_metric, stop_k, two_sided=False, order=None):
+               temperature, stop_metric, stop_k, two_sided=False, order=None, min_forget=1):
     """One check of the gate over the groups (``masks``: group -> forget-pair mask): sets the gate
     ``weights`` of each group's pairs in place (when ``gate``) and returns the check's record,
     whose ``distance`` (the stop's: Recall@``stop_k`` gap, rank AUC distance or KS, pair-weighted over groups) the
@@ -287,7 +290,7 @@ def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weigh
     standard error, :func:`auc_noise`, for a group stopped on the AUC; 0 for the others).
     ``order``: per forget pair, the key the partially deleted users' pairs are matched to the
     reference by (lower: a better reference quantile; ``tru_match_order: support``), instead of
-    their current ranks."""
+    their current ranks; ``min_forget``: :func:`matched_targets_per_user`'s."""
     distance, noise, total, record = 0.0, 0.0, 0, {}
     for name, mask in masks.items():
         if name not in reference_ranks or not mask.any():
@@ -295,7 +298,7 @@ def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weigh
         idx, ref_users, ref = np.flatnonzero(mask), groups[name][0], reference_ranks[name]
         key = order[idx] if name == "partial" and order is not None else forget_ranks[idx]
         if name == "partial" and match == "user":
-            targets = matched_targets_per_user(forget_users[idx], key, ref_users, ref)
+            targets = matched_targets_per_user(forget_users[idx], key, ref_users, ref, min_forget=min_forget)
         else:
             targets = matched_targets(key, ref)
         if gate:

@@ -499,7 +499,7 @@ class TRUTrainer(UnlearnTrainer):
             gate=self.option("gate"), temperature=float(self.option("temperature")),
             stop_metric={"partial": self.option("stop_metric"),
                          "item": self.option("item_stop_metric") or self.option("stop_metric")},
-            stop_k=int(self.option("stop_k")), order=self.match_order,
+            stop_k=int(self.option("stop_k")), order=self.match_order, min_forget=int(self.option("match_min_pairs")),
             two_sided=bool(self.option("gate_two_sided")) if two_sided is None else two_sided)}
         if phase:
             record["phase"] = phase
