@@ -11,7 +11,6 @@ change of each pair set. Judged requests' seeds are refused (nothing here may be
 
     python benchmarks/audit_delta.py --models VBPR,MMGCN --regimes interaction,user,item --seeds 1,2,3,4,5
 """
-import argparse
 import json
 import sys
 import time
@@ -20,7 +19,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from unlearning_jobs import FORGET_SEEDS, prepare_cell  # noqa: E402
+from calibration import calibration_seeds, request_parser  # noqa: E402
+from unlearning_jobs import prepare_cell  # noqa: E402
 from unlearning_report import fmt, pm  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -123,17 +123,8 @@ def markdown(report):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="VBPR,MMGCN")
-    p.add_argument("--regimes", default="interaction,user,item")
-    p.add_argument("--seeds", default="1,2,3,4,5", help="calibration forget seeds (never a judged request's)")
-    p.add_argument("--dataset", default="ml-100k-mm")
-    p.add_argument("--config_files", default=None, help="space-separated YAML files, as run_recbole_tru.py")
-    p.add_argument("--config", default="{}", help="JSON dict of extra config")
+    p = request_parser(__doc__, "audit_delta")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--runs", default="runs/audit_delta", help="output_dir of the cached originals and retrains")
-    p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--tag", default="")
     p.add_argument("--render", default=None, metavar="JSON",
                    help="rewrite the .md of this audit_delta<tag>.json into --out (no measuring)")
     args = p.parse_args(argv)
@@ -141,10 +132,7 @@ def main(argv=None):
         report = json.loads(Path(args.render).read_text())
         write_texts(args.out, Path(args.render).stem, [("md", markdown(report))])
         return report
-    seeds = [int(s) for s in args.seeds.split(",")]
-    judged = sorted(set(seeds) & set(FORGET_SEEDS))
-    if judged:
-        p.error(f"--seeds {judged}: judged requests' seeds; this benchmark reads calibration requests only")
+    seeds = calibration_seeds(args.seeds)
     methods = [m for m in args.methods.split(",") if m]
     files = args.config_files.split() if args.config_files else None
     start, cells = time.time(), []

@@ -15,6 +15,7 @@ gives each variant's mean over the requests and its paired difference from the d
 95 % Student-t intervals (``recbole_tru.stats.paired``): a design choice is then judged, like a
 method, on repeated requests, not on one draw.
 """
+import argparse
 import json
 import sys
 import time
@@ -244,6 +245,23 @@ def rotated(variants, i):
     names = list(variants)
     k = i % len(names) if names else 0
     return {n: variants[n] for n in names[k:] + names[:k]}
+
+
+def request_parser(doc, name, models="VBPR,MMGCN", regimes="interaction,user,item"):
+    """The arguments of a benchmark that reads calibration requests one at a time against the
+    cached originals and retrains of ``--runs`` (``audit_delta.py``, ``rank_quantiles.py``); its
+    ``--seeds`` go through :func:`calibration_seeds`."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--models", default=models)
+    p.add_argument("--regimes", default=regimes)
+    p.add_argument("--seeds", default="1,2,3,4,5", help="calibration forget seeds (never a judged request's)")
+    p.add_argument("--dataset", default="ml-100k-mm")
+    p.add_argument("--config_files", default=None, help="space-separated YAML files, as run_recbole_tru.py")
+    p.add_argument("--config", default="{}", help="JSON dict of extra config")
+    p.add_argument("--runs", default=f"runs/{name}", help="output_dir of the cached originals and retrains")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    p.add_argument("--tag", default="")
+    return p
 
 
 def calibration_seeds(text):

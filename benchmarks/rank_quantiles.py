@@ -12,7 +12,6 @@ Judged requests' seeds are refused (nothing here may be read on them).
     python benchmarks/rank_quantiles.py --seeds 1,2,3,4,5 --runs <calibration runs folder> \\
         --variants "default;rank-AUC stop (δ .02);support order + two-sided gate + rank-AUC stop"
 """
-import argparse
 import json
 import sys
 import time
@@ -21,14 +20,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from calibration import DEFAULT, chosen_variants  # noqa: E402
-from unlearning_jobs import FORGET_SEEDS, prepare_cell  # noqa: E402
-from unlearning_report import fmt, pm  # noqa: E402
+from calibration import DEFAULT, calibration_seeds, chosen_variants, request_parser  # noqa: E402
+from unlearning_jobs import prepare_cell  # noqa: E402
+from unlearning_report import fmt, pm, publish  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from recbole_tru.config import Config  # noqa: E402
-from recbole_tru.files import save_png, write_texts  # noqa: E402
+from recbole_tru.files import save_png  # noqa: E402
 from recbole_tru.model.ranking import pair_ranks  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.stats import t_interval  # noqa: E402
@@ -120,22 +119,10 @@ def plot(report, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="VBPR")
-    p.add_argument("--regimes", default="interaction")
-    p.add_argument("--seeds", default="1,2,3,4,5", help="calibration forget seeds (never a judged request's)")
-    p.add_argument("--dataset", default="ml-100k-mm")
-    p.add_argument("--config_files", default=None, help="space-separated YAML files, as run_recbole_tru.py")
-    p.add_argument("--config", default="{}", help="JSON dict of extra config")
+    p = request_parser(__doc__, "rank_quantiles", models="VBPR", regimes="interaction")
     p.add_argument("--variants", default="default", help=f"calibration.py's variant names, ';'-separated ('default' = {DEFAULT!r})")
-    p.add_argument("--runs", default="runs/rank_quantiles", help="output_dir of the cached originals and retrains")
-    p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--tag", default="")
     args = p.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    judged = sorted(set(seeds) & set(FORGET_SEEDS))
-    if judged:
-        p.error(f"--seeds {judged}: judged requests' seeds; this benchmark reads calibration requests only")
+    seeds = calibration_seeds(args.seeds)
     variants = chosen_variants(args.variants)
     files = args.config_files.split() if args.config_files else None
     start, cells = time.time(), []
@@ -150,11 +137,7 @@ def main(argv=None):
     report = {"command": "python benchmarks/rank_quantiles.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "environment": environment(), "seeds": seeds, "quantiles": list(QUANTILES),
               "wall_seconds": time.time() - start, "cells": cells, "summary": summarise(cells)}
-    name = f"rank_quantiles{args.tag}"
-    write_texts(args.out, name, [("json", json.dumps(report, indent=1) + "\n"), ("md", markdown(report))])
-    plot(report, Path(args.out) / f"{name}.png")
-    print(markdown(report))
-    return report
+    return publish(args.out, f"rank_quantiles{args.tag}", report, markdown, plot)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from unlearning_jobs import prepare_cell  # noqa: E402
-from unlearning_report import fmt, pm  # noqa: E402
+from unlearning_report import fmt, pm, publish  # noqa: E402
 
 from recbole_tru.config import Config  # noqa: E402
-from recbole_tru.files import save_png, write_texts  # noqa: E402
+from recbole_tru.files import save_png  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.stats import paired, t_interval  # noqa: E402
 from recbole_tru.unlearn import pipeline  # noqa: E402
@@ -190,11 +190,7 @@ def main(argv=None):
               "environment": environment(), "model": args.model, "regime": args.regime, "reps": args.reps,
               "threads": args.threads, "wall_seconds": time.time() - start, "targets": targets,
               "summary": rows, "growth": growth}
-    name = f"tru_seconds{args.tag}"
-    write_texts(args.out, name, [("json", json.dumps(report, indent=1) + "\n"), ("md", markdown(report))])
-    plot(report, Path(args.out) / f"{name}.png")
-    print(markdown(report))
-    return report
+    return publish(args.out, f"tru_seconds{args.tag}", report, markdown, plot)
 
 
 if __name__ == "__main__":

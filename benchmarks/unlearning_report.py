@@ -123,6 +123,17 @@ def write_summary_csv(report, path):
 # ---------------------------------------------------------------------------------------------
 # tables and plot
 
+def publish(out, name, report, markdown, plot=None):
+    """A benchmark's report written whole: ``<out>/<name>.json`` and ``.md`` (``markdown(report)``),
+    the figure ``<name>.png`` when ``plot(report, path)`` is given; the markdown printed; the
+    report returned."""
+    write_texts(out, name, [("json", json.dumps(report, indent=1) + "\n"), ("md", markdown(report))])
+    if plot is not None:
+        plot(report, Path(out) / f"{name}.png")
+    print(markdown(report))
+    return report
+
+
 def fmt(x, digits=4):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
