@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from calibration import calibration_seeds, request_parser  # noqa: E402
+from calibration import over_requests, request_parser  # noqa: E402
 from unlearning_jobs import prepare_cell  # noqa: E402
 from unlearning_report import fmt, pm  # noqa: E402
 
@@ -132,18 +132,11 @@ def main(argv=None):
         report = json.loads(Path(args.render).read_text())
         write_texts(args.out, Path(args.render).stem, [("md", markdown(report))])
         return report
-    seeds = calibration_seeds(args.seeds)
     methods = [m for m in args.methods.split(",") if m]
     files = args.config_files.split() if args.config_files else None
-    start, cells = time.time(), []
-    for model in args.models.split(","):
-        for regime in args.regimes.split(","):
-            cell = {"model": model, "regime": regime, "requests": []}
-            for seed in seeds:
-                print(f"[audit_delta] {model} {regime} seed {seed} ({time.time() - start:.0f} s)", flush=True)
-                cell["requests"].append({"seed": seed, **run_request(model, regime, Path(args.runs), seed, args.dataset,
-                                                                     files, methods, json.loads(args.config))})
-            cells.append(cell)
+    start = time.time()
+    seeds, cells = over_requests(args, "audit_delta", lambda model, regime, seed: run_request(
+        model, regime, Path(args.runs), seed, args.dataset, files, methods, json.loads(args.config)))
     report = {"command": "python benchmarks/audit_delta.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "environment": environment(), "seeds": seeds, "wall_seconds": time.time() - start,
               "cells": cells, "summary": summarise(cells, methods)}

@@ -264,6 +264,22 @@ def request_parser(doc, name, models="VBPR,MMGCN", regimes="interaction,user,ite
     return p
 
 
+def over_requests(args, name, measure):
+    """``(seeds, cells)``: ``measure(model, regime, seed)`` (a dict) on every cell of ``args.models``
+    x ``args.regimes`` and every calibration seed of ``args.seeds``, one progress line each;
+    cells are ``{"model", "regime", "requests": [{"seed", **measured}]}``."""
+    seeds = calibration_seeds(args.seeds)
+    start, cells = time.time(), []
+    for model in args.models.split(","):
+        for regime in args.regimes.split(","):
+            cell = {"model": model, "regime": regime, "requests": []}
+            for seed in seeds:
+                print(f"[{name}] {model} {regime} seed {seed} ({time.time() - start:.0f} s)", flush=True)
+                cell["requests"].append({"seed": seed, **measure(model, regime, seed)})
+            cells.append(cell)
+    return seeds, cells
+
+
 def calibration_seeds(text):
     """The ``--seeds`` list; a judged request's seed is refused (defaults are never chosen on a
     request the benchmark judges them by)."""

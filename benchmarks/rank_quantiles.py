@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from calibration import DEFAULT, calibration_seeds, chosen_variants, request_parser  # noqa: E402
+from calibration import DEFAULT, chosen_variants, over_requests, request_parser  # noqa: E402
 from unlearning_jobs import prepare_cell  # noqa: E402
 from unlearning_report import fmt, pm, publish  # noqa: E402
 
@@ -122,18 +122,11 @@ def main(argv=None):
     p = request_parser(__doc__, "rank_quantiles", models="VBPR", regimes="interaction")
     p.add_argument("--variants", default="default", help=f"calibration.py's variant names, ';'-separated ('default' = {DEFAULT!r})")
     args = p.parse_args(argv)
-    seeds = calibration_seeds(args.seeds)
     variants = chosen_variants(args.variants)
     files = args.config_files.split() if args.config_files else None
-    start, cells = time.time(), []
-    for model in args.models.split(","):
-        for regime in args.regimes.split(","):
-            cell = {"model": model, "regime": regime, "requests": []}
-            for seed in seeds:
-                print(f"[rank_quantiles] {model} {regime} seed {seed} ({time.time() - start:.0f} s)", flush=True)
-                cell["requests"].append({"seed": seed, "models": run_request(
-                    model, regime, Path(args.runs), seed, args.dataset, files, variants, json.loads(args.config))})
-            cells.append(cell)
+    start = time.time()
+    seeds, cells = over_requests(args, "rank_quantiles", lambda model, regime, seed: {"models": run_request(
+        model, regime, Path(args.runs), seed, args.dataset, files, variants, json.loads(args.config))})
     report = {"command": "python benchmarks/rank_quantiles.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "environment": environment(), "seeds": seeds, "quantiles": list(QUANTILES),
               "wall_seconds": time.time() - start, "cells": cells, "summary": summarise(cells)}
