@@ -26,6 +26,9 @@ from unlearning import grid_parser  # noqa: E402  (puts the repository root on t
 from unlearning_jobs import FORGET_SEEDS, run_variants  # noqa: E402
 from unlearning_report import fmt, half_width  # noqa: E402
 
+import yaml  # noqa: E402
+
+from recbole_tru.config import PROPERTIES  # noqa: E402
 from recbole_tru.files import save_png, write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.stats import paired, t_interval  # noqa: E402
@@ -88,6 +91,9 @@ VARIANTS = {
     "guarded repair": {"tru_repair_gate": "guarded"},
     "guarded repair, frozen reference": {"tru_repair_gate": "guarded", "tru_reference": "frozen"},
 }
+# the privacy-first preset as it is on disk (properties/presets/tru_privacy.yaml, docs/tru.md)
+PRESET = "privacy preset (properties/presets/tru_privacy.yaml)"
+VARIANTS[PRESET] = yaml.safe_load((PROPERTIES / "presets" / "tru_privacy.yaml").read_text(encoding="utf-8"))
 DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"
 
 
