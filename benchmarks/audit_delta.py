@@ -20,18 +20,16 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from calibration import over_requests, request_parser  # noqa: E402
-from unlearning_jobs import prepare_cell  # noqa: E402
+from unlearning_jobs import prepare_cell, unlearn_variant  # noqa: E402
 from unlearning_report import fmt, pm  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from recbole_tru.audit import SUITE, Audit  # noqa: E402
 from recbole_tru.audit.features import DELTA  # noqa: E402
-from recbole_tru.config import Config  # noqa: E402
 from recbole_tru.files import write_texts  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.stats import paired, t_interval  # noqa: E402
-from recbole_tru.unlearn import pipeline  # noqa: E402
 
 METHODS = ("tru", "reverse")
 SETS = ("fit_members", "fit_nonmembers", "eval_members", "eval_nonmembers")
@@ -63,11 +61,7 @@ def run_request(model, regime, runs, seed, dataset, config_files, methods, confi
     audit = Audit(config, data, original)
     out = {"retrain": read_model(audit, retrained)}
     for method in methods:
-        variant = Config(model=model, dataset=dataset, config_file_list=files,
-                         config_dict={**base, "unlearn_trajectory": False}, read_cmd_line=False)
-        data.config = variant
-        unlearned, _, _ = pipeline.unlearn_method(variant, method, data, original)
-        data.config = config
+        unlearned, _ = unlearn_variant(model, dataset, files, base, {}, data, original, method)
         out[method] = read_model(audit, unlearned)
     return out
 

@@ -21,17 +21,15 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from calibration import DEFAULT, chosen_variants, over_requests, request_parser  # noqa: E402
-from unlearning_jobs import prepare_cell  # noqa: E402
+from unlearning_jobs import prepare_cell, unlearn_variant  # noqa: E402
 from unlearning_report import fmt, pm, publish  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from recbole_tru.config import Config  # noqa: E402
 from recbole_tru.files import save_png  # noqa: E402
 from recbole_tru.model.ranking import pair_ranks  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.stats import t_interval  # noqa: E402
-from recbole_tru.unlearn import pipeline  # noqa: E402
 from recbole_tru.unlearn.gate import auc_signed  # noqa: E402
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -50,15 +48,11 @@ def placement(model, data):
 
 
 def run_request(model, regime, runs, seed, dataset, config_files, variants, config):
-    base, data, original, _, _, files, (cfg, retrained) = prepare_cell(
+    base, data, original, _, _, files, (_, retrained) = prepare_cell(
         model, regime, runs, {**config, "forget_seed": seed}, dataset, config_files)
     out = {"original": placement(original, data), "retrain": placement(retrained, data)}
     for name, overrides in variants.items():
-        variant = Config(model=model, dataset=dataset, config_file_list=files,
-                         config_dict={**base, **overrides, "unlearn_trajectory": False}, read_cmd_line=False)
-        data.config = variant
-        unlearned, _, _ = pipeline.unlearn_method(variant, overrides.get("method", "tru"), data, original)
-        data.config = cfg
+        unlearned, _ = unlearn_variant(model, dataset, files, base, overrides, data, original)
         out[name] = placement(unlearned, data)
     return out
 

@@ -21,11 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unlearning import grid_parser  # noqa: E402  (puts the repository root on the path)
-from unlearning_jobs import prepare_cell  # noqa: E402
+from unlearning_jobs import prepare_cell, variant_config  # noqa: E402
 from unlearning_report import fmt  # noqa: E402
 
 from recbole_tru.audit import Audit  # noqa: E402
-from recbole_tru.config import Config  # noqa: E402
 from recbole_tru.files import write_texts  # noqa: E402
 from recbole_tru.model.ranking import pair_ranks  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
@@ -56,8 +55,7 @@ def stop_terms(trainer, model):
 def measure(model_name, dataset, runs, extra, config_files, overrides, audit=False):
     base, data, original, judge, _, files, (config, retrained) = prepare_cell(
         model_name, "interaction", runs, extra, dataset, config_files)
-    variant = Config(model=model_name, dataset=dataset, config_file_list=files,
-                     config_dict={**base, **overrides, "unlearn_trajectory": False}, read_cmd_line=False)
+    variant = variant_config(model_name, dataset, files, base, overrides)
     data.config = variant
     trainer = get_unlearn_trainer("tru")(variant, pipeline.start_from(variant, data, original), data)
     if not trainer.partial_pair.any():

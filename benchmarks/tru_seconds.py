@@ -32,10 +32,9 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from unlearning_jobs import prepare_cell  # noqa: E402
+from unlearning_jobs import prepare_cell, variant_config  # noqa: E402
 from unlearning_report import fmt, pm, publish  # noqa: E402
 
-from recbole_tru.config import Config  # noqa: E402
 from recbole_tru.files import save_png  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.stats import paired, t_interval  # noqa: E402
@@ -59,9 +58,7 @@ def run_request(model, regime, target, seed, variants, reps, config, offset):
     names = list(variants)
     order = names[offset % len(names):] + names[:offset % len(names)]
     out = {name: {"seconds": [], "phases": []} for name in names}
-    configs = {name: Config(model=model, dataset=dataset, config_file_list=files,
-                            config_dict={**base, **variants[name], "unlearn_trajectory": False}, read_cmd_line=False)
-               for name in names}
+    configs = {name: variant_config(model, dataset, files, base, variants[name]) for name in names}
     for rep in range(reps):
         for name in order:
             data.config = configs[name]

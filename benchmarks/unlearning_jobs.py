@@ -64,6 +64,26 @@ def prepare_cell(model, regime, out, extra, dataset, config_files=None):
     return base, data, original, Judge(config, data, retrained), summary, config_files, (config, retrained)
 
 
+def variant_config(model, dataset, files, base, overrides=None):
+    """The config of one variant on a prepared cell: the cell's ``base`` with ``overrides`` and no
+    trajectory recording (the benchmarks time and judge the final model only)."""
+    return Config(model=model, dataset=dataset, config_file_list=files,
+                  config_dict={**base, **(overrides or {}), "unlearn_trajectory": False}, read_cmd_line=False)
+
+
+def unlearn_variant(model, dataset, files, base, overrides, data, original, method="tru"):
+    """``(unlearned model, trainer)``: ``method`` (``overrides["method"]`` where set) run with
+    :func:`variant_config` on the cell's ``data`` from ``original``; ``data.config`` is the
+    variant's while it runs and the cell's again after."""
+    variant = variant_config(model, dataset, files, base, overrides)
+    cell, data.config = data.config, variant
+    try:
+        unlearned, trainer, _ = pipeline.unlearn_method(variant, overrides.get("method", method), data, original)
+    finally:
+        data.config = cell
+    return unlearned, trainer
+
+
 def run_variants(model, regime, out, extra, dataset, variants, method="tru", config_files=None, audit=False):
     """``method`` with each ``{name: overrides}`` variant on one cell, judged; with ``audit`` also
     the interaction-level membership audit (headline AUC and its distance to retrain's, every
@@ -74,8 +94,7 @@ def run_variants(model, regime, out, extra, dataset, variants, method="tru", con
     reference = {**judge.reference, **(auditor.run(retrained) if auditor else {})}
     rows = {}
     for name, overrides in variants.items():
-        variant = Config(model=model, dataset=dataset, config_file_list=files,
-                         config_dict={**base, **overrides, "unlearn_trajectory": False}, read_cmd_line=False)
+        variant = variant_config(model, dataset, files, base, overrides)
         data.config = variant
         model_u, trainer, _ = pipeline.unlearn_method(variant, overrides.get("method", method), data, original)
         rows[name] = {**judge.report(model_u), "seconds": trainer.seconds,
