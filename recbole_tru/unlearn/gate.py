@@ -49,10 +49,11 @@ def matched_targets_per_user(forget_users, forget_ranks, reference_users, refere
     first = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])        # start of each user's run
     counts = np.diff(np.r_[first, len(users)])
     within = np.arange(len(users)) - np.repeat(first, counts)
-    quantiles = (within + 0.5) / np.repeat(counts, counts)
+    pairs_of_user = np.repeat(counts, counts)                           # per pair: its user's forget pairs
+    quantiles = (within + 0.5) / pairs_of_user
     lo, hi = np.searchsorted(ref_u, users, "left"), np.searchsorted(ref_u, users, "right")
     m = hi - lo
-    own = (m >= min_reference) & (np.repeat(counts, counts) >= min_forget)
+    own = (m >= min_reference) & (pairs_of_user >= min_forget)
     if not own.any():
         return targets
     lo, m, quantiles = lo[own], m[own], quantiles[own]

@@ -386,9 +386,7 @@ class TRUTrainer(UnlearnTrainer):
         if r <= 0 or partner_sides is None or not self.partial_pair.any():
             return {}
         items = self.rank_sample if self.rank_sample is not None else np.arange(1, self.data.n_items)
-        users = sample_items(self.data.n_users, self.option("rank_sample"),
-                             np.random.default_rng([int(self.config["forget_seed"]), PARTNER_SAMPLE_STREAM]))
-        users = users if users is not None else np.arange(1, self.data.n_users)
+        users = self._user_sample(self.option("rank_sample"), PARTNER_SAMPLE_STREAM)
         with torch.no_grad():
             sides = partner_sides(torch.as_tensor(users, device=self.device), torch.as_tensor(items, device=self.device))
         bases = {}
@@ -397,6 +395,13 @@ class TRUTrainer(UnlearnTrainer):
                 _, _, vh = torch.linalg.svd(sides[name].double(), full_matrices=False)
                 bases[name] = vh[:r].T.to(self.params[name].dtype)
         return bases
+
+    def _user_sample(self, size, stream):
+        """User ids ``1 .. n_users - 1``, or a seeded uniform sample of ``size`` of them
+        (:func:`~recbole_tru.model.ranking.sample_items` on its own generator stream) where there
+        are more."""
+        users = sample_items(self.data.n_users, size, np.random.default_rng([int(self.config["forget_seed"]), stream]))
+        return users if users is not None else np.arange(1, self.data.n_users)
 
     def _match_order(self):
         """``tru_match_order``: ``rank`` (None: the partially deleted users' forget pairs are matched
@@ -408,11 +413,9 @@ class TRUTrainer(UnlearnTrainer):
         if value == "rank" or not self.partial_pair.any():
             return None
         with self._timed("support"):
-            users = sample_items(self.data.n_users, SUPPORT_USERS,
-                                 np.random.default_rng([int(self.config["forget_seed"]), SUPPORT_SAMPLE_STREAM]))
-            users = users if users is not None else np.arange(1, self.data.n_users)
-            scores = user_scores(self.model, users).cpu().numpy()[:, 1:]      # padding item 0 left out
-            profiles = np.vstack([np.zeros((1, len(users))), score_profiles(scores)])
+            scores = user_scores(self.model, self._user_sample(SUPPORT_USERS, SUPPORT_SAMPLE_STREAM)).cpu().numpy()
+            scores[:, 0] = 0.0                          # padding item 0 (-inf): its profile is all zero
+            profiles = score_profiles(scores)
             f = self.data.forget
             key = np.full(len(f.rows), np.nan)
             pairs = np.flatnonzero(self.partial_pair)
