@@ -145,6 +145,37 @@ def test_matched_targets_interpolate_in_log_rank_for_unequal_sizes():
     np.testing.assert_allclose(targets, [math.exp((math.log(16) + math.log(64)) / 2), 2.0])
 
 
+def test_drawn_quantile_offsets_replace_the_midpoints():
+    """``offsets``: the j-th of n pairs (by rank) takes quantile (j + o)/n, o its own offset;
+    0.5 everywhere is the midpoint rule. One forget pair against a user's reference [1, 4, 16]
+    with offset 0.9 takes position 0.9 * 3 - 0.5 = 2.2 -> clipped to the last, 16; with 0.1,
+    position -0.2 -> the first, 1; with 0.5, the median, 4."""
+    np.testing.assert_allclose(matched_targets([5, 1, 3], [10, 20, 30], offsets=[0.5, 0.5, 0.5]),
+                               matched_targets([5, 1, 3], [10, 20, 30]))
+    # ranks [2, 7] against [1, 4, 16, 64]: pair 0 (first by rank) o = 0.25 -> q = .125, position 0
+    # -> 1; pair 1 o = 0.75 -> q = .875, position 3 -> 64
+    np.testing.assert_allclose(matched_targets([2, 7], [1, 4, 16, 64], offsets=[0.25, 0.75]), [1, 64])
+    for offset, expected in ((0.9, 16.0), (0.1, 1.0), (0.5, 4.0)):
+        targets = matched_targets_per_user([1], [3], [1, 1, 1], [1, 4, 16], offsets=[offset])
+        np.testing.assert_allclose(targets, [expected])
+    # per user: a user's offsets follow its own pairs in rank order
+    targets = matched_targets_per_user([1, 2, 1], [5, 8, 2], [1, 2, 1, 1], [100, 3, 10, 1000],
+                                       offsets=[0.5, 0.5, 0.5])
+    np.testing.assert_allclose(targets, matched_targets_per_user([1, 2, 1], [5, 8, 2], [1, 2, 1, 1],
+                                                                 [100, 3, 10, 1000]))
+
+
+def test_drawn_offsets_are_seeded_per_request(trained):
+    """``tru_match_quantiles: drawn``: one offset in [0, 1) per forget pair, the same for the same
+    forget_seed; ``mid``: none."""
+    _, _, _, a = trained("VBPR").setup(forget_share=0.2, tru_match_quantiles="drawn")
+    _, _, _, b = trained("VBPR").setup(forget_share=0.2, tru_match_quantiles="drawn")
+    assert a.match_offsets.shape == (len(a.data.forget.rows),)
+    assert ((a.match_offsets >= 0) & (a.match_offsets < 1)).all()
+    np.testing.assert_array_equal(a.match_offsets, b.match_offsets)
+    assert trained("VBPR").setup(forget_share=0.2)[3].match_offsets is None
+
+
 def test_per_user_targets_match_each_user_to_its_own_reference():
     # user 1 has 3 reference pairs: its forget pairs get its own order statistics
     # user 2 has 1 (< 3): its pair keeps the pooled target
@@ -600,6 +631,133 @@ def test_support_order_is_measured_once_from_the_users_kept_items(trained, name)
     _, _, _, plain = trained(name).setup(forget_share=0.2)
     start_targeted(plain)
     assert plain.match_order is None
+
+
+def test_linear_user_side_gives_vbprs_scores(trained):
+    """``linear_user_side``: ``Z x_u + b`` is VBPR's full-sort score, with ``x_u`` the user tables'
+    rows concatenated in the layout's order; MMGCN (propagated tables) has none."""
+    from recbole_tru.model.ranking import user_scores
+
+    model = trained("VBPR").original
+    items = torch.arange(1, model.n_items)
+    with torch.no_grad():
+        z, b, layout = model.linear_user_side(items)
+        users = torch.arange(1, 6)
+        params = dict(model.named_parameters())
+        x = torch.cat([params[name][users] for name, _ in layout], dim=1)
+        assert [w for _, w in layout] == [params[name].shape[1] for name, _ in layout]
+        assert torch.allclose(x @ z.T + b, user_scores(model, users.numpy())[:, 1:], atol=1e-5)
+    assert trained("MMGCN").original.linear_user_side(items) is None
+
+
+def test_min_change_meets_each_rows_pairs_with_the_least_score_change():
+    """``_min_change``: per row, ``Z_r Δ_r = e_r`` (up to the ridge) and no other solution of the
+    same constraints has a smaller ``Δᵀ G Δ``; rows of 1 and 3 pairs padded together give each
+    row's own solution."""
+    from recbole_tru.unlearn.tru import SOLVE_RIDGE, _min_change
+
+    gen = torch.Generator().manual_seed(0)
+    width = 6
+    a = torch.randn(40, width, generator=gen, dtype=torch.float64)
+    g = a.T @ a / 40
+    g_inv = torch.linalg.inv(g)
+    z = torch.randn(4, width, generator=gen, dtype=torch.float64)
+    e = torch.randn(4, generator=gen, dtype=torch.float64)
+    row = torch.tensor([0, 1, 1, 1])
+    delta = _min_change(z, e, row, 2, g_inv)
+    for r, pairs in ((0, [0]), (1, [1, 2, 3])):
+        zr, er = z[pairs], e[pairs]
+        assert torch.allclose(zr @ delta[r], er, rtol=10 * SOLVE_RIDGE, atol=10 * SOLVE_RIDGE)
+        alone = _min_change(zr, er, torch.zeros(len(pairs), dtype=torch.long), 1, g_inv)[0]
+        assert torch.allclose(alone, delta[r], atol=1e-10)
+        # any other solution: delta + n with Z n = 0 (n from the null space of Z_r)
+        null = torch.linalg.svd(zr, full_matrices=True)[2][len(pairs):].T
+        for _ in range(5):
+            other = delta[r] + null @ torch.randn(null.shape[1], generator=gen, dtype=torch.float64)
+            assert other @ g @ other >= delta[r] @ g @ delta[r] - 1e-9
+
+
+def test_within_user_order_counts_the_users_better_targets():
+    from recbole_tru.unlearn.tru import _within_user_order
+
+    rows = np.array([0, 0, 0, 1, 1, 2])
+    targets = np.array([30.0, 4.0, 12.0, 7.0, 7.0, 1.0])
+    assert _within_user_order(rows, targets).tolist() == [2, 0, 1, 0, 1, 0]
+
+
+def test_solve_gives_each_pair_the_score_at_its_target_and_moves_only_their_users_rows(trained):
+    """``tru_solve: rows``, one pass with given targets, one pair per user: each pair's new score
+    is the score the user's list (the pair left out) had at its target rank, by hand (midway
+    between the items ranked t - 1 and t; up to the ridge); only those users' rows move, no item
+    table. Three passes with every pair's target: the pairs end nearer their targets (in
+    log-rank) than they started."""
+    from recbole_tru.model.ranking import pair_ranks, user_scores
+    from recbole_tru.unlearn.tru import SOLVE_RIDGE, score_metric_inverse
+
+    config, data, model, trainer = trained("VBPR").setup(forget_share=0.2, tru_solve="rows", tru_epochs=0)
+    f, history = data.forget, data.train_history()
+    before = state(model)
+    pairs = np.flatnonzero(trainer.partial_pair)
+    pairs = pairs[np.unique(f.users[pairs], return_index=True)[1]]          # one pair per user
+    targets = np.full(len(f.rows), np.nan)
+    targets[pairs] = np.random.default_rng(0).integers(1, 30, size=len(pairs)).astype(float)
+    users, items = f.users[pairs], f.items[pairs]
+    expected = []
+    for u, i, t in zip(users, items, targets[pairs]):
+        row = user_scores(model, [u], history)[0].double().numpy()
+        row[i] = -np.inf
+        ranked = np.sort(row[np.isfinite(row)])[::-1]
+        expected.append((ranked[int(t) - 2] + ranked[int(t) - 1]) / 2 if t > 1 else ranked[0])
+    with torch.no_grad():
+        z, b, layout = model.linear_user_side(torch.arange(1, data.n_items))
+        z = z.double()
+        g_inv = score_metric_inverse(z)
+        trainer._solve_pass(targets, trainer.affected_users, z, g_inv, layout)
+    after = user_scores(model, users, history).double().numpy()[np.arange(len(users)), items]
+    np.testing.assert_allclose(after, expected, rtol=5 * SOLVE_RIDGE, atol=5 * SOLVE_RIDGE)
+    for name, value in model.state_dict().items():
+        changed = (value != before[name]).reshape(len(value), -1).any(1) if value.dim() else value != before[name]
+        if name in dict(layout):
+            assert set(torch.nonzero(changed).flatten().tolist()) <= set(users.tolist()), name
+        else:
+            assert not changed.any(), name
+    # every partial pair, three passes: nearer their targets than before
+    config, data, model, trainer = trained("VBPR").setup(forget_share=0.2, tru_solve="rows", tru_epochs=0)
+    pairs = np.flatnonzero(trainer.partial_pair)
+    targets = np.full(len(f.rows), np.nan)
+    targets[pairs] = np.random.default_rng(1).integers(1, 30, size=len(pairs)).astype(float)
+    distance = lambda: np.mean(np.abs(np.log(pair_ranks(model, f.users[pairs], f.items[pairs], history))
+                                      - np.log(targets[pairs])))
+    start = distance()
+    with torch.no_grad():
+        for _ in range(3):
+            trainer._solve_pass(targets, trainer.affected_users, z, g_inv, layout)
+    assert distance() < 0.5 * start
+
+
+def test_solve_without_a_targeted_update_still_matches_in_support_order(trained):
+    """``tru_solve: rows`` with ``tru_epochs: 0`` (no targeted update, whose start measures the
+    support key otherwise): the solve measures ``tru_match_order: support``'s key itself; the
+    partially deleted users' pairs are the solve's, not the targeted update's."""
+    config, data, model, trainer = trained("VBPR").setup(forget_share=0.2, tru_solve="rows", tru_epochs=0,
+                                                         tru_match_order="support")
+    assert trainer.solving and not trainer.partial_pair[trainer.stepped].any()
+    trainer.unlearn()
+    assert trainer.match_order is not None and np.isfinite(trainer.match_order[trainer.partial_pair]).all()
+    assert "solve" in trainer.phase_seconds and "solved" in trainer.stop_reason
+    assert [c["phase"] for c in trainer.checks if "phase" in c][-1] == "solved"
+
+
+def test_solve_changes_nothing_without_a_linear_user_side(trained):
+    """MMGCN has no ``linear_user_side``: ``tru_solve: rows`` gives the option-off edit, and no
+    solve time."""
+    states = []
+    for value in ("none", "rows"):
+        config, data, model, trainer = trained("MMGCN").setup(forget_share=0.2, tru_solve=value, tru_epochs=1)
+        trainer.unlearn()
+        assert "solve" not in trainer.phase_seconds
+        states.append(state(model))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 def test_projected_push_changes_nothing_without_partner_vectors(trained):
@@ -1261,3 +1419,4 @@ def test_sparse_grad_setting(trained, monkeypatch, setting, rows, expected):
     _, _, mmgcn, mmgcn_trainer = trained("MMGCN").setup(forget_regime="interaction", forget_share=0.1,
                                                         tru_sparse_grad=True)
     assert isinstance(mmgcn_trainer._lookups(), contextlib.nullcontext)
+

@@ -82,6 +82,15 @@ class MultimodalRecommender(GeneralRecommender):
         partner, and the option then changes nothing."""
         return {}
 
+    def linear_user_side(self, items):
+        """Where a score is linear in the user's rows, ``s_ui = z_i · x_u + b_i``: ``(Z, b,
+        layout)`` for the given ``items`` (an id tensor): ``Z`` [len(items), width], ``b``
+        [len(items)] and ``layout``, the user tables ``[(parameter name, columns)]`` whose rows,
+        concatenated in that order, are ``x_u``. TRU's ``tru_solve: rows`` re-solves the partially
+        deleted users' rows in closed form from it. None by default: a backbone that propagates
+        its tables (MMGCN) has no such form, and the option then changes nothing."""
+        return None
+
     def pair_scores(self, users, *item_sets):
         """Scores s_ui for ``users`` [B] against each LongTensor [B] in ``item_sets``."""
         raise NotImplementedError

@@ -65,6 +65,13 @@ class VBPR(MultimodalRecommender):
         sides.update({f"theta.{m}.weight": v for m, v in zip(self.modalities, vectors)})
         return sides
 
+    def linear_user_side(self, items):
+        """``s_ui = [γ_i, E_m f_i^m] · [γ_u, θ_u^m] + β_i + Σ_m β'_m·f_i^m`` (:meth:`_item_side`)."""
+        z, b = self._item_side(items)
+        layout = [("user_embedding.weight", self.user_embedding.weight.shape[1])]
+        layout += [(f"theta.{m}.weight", self.theta[m].weight.shape[1]) for m in self.modalities]
+        return z, b, layout
+
     def _content(self, items=None):
         """The content part of ``items`` (all items when None): the modalities' ``E_m f_i^m``
         (a list, one [·, K'] tensor per modality) and ``Σ_m β'_m·f_i^m`` (0 without modalities)."""

@@ -15,15 +15,18 @@ import numpy as np
 from scipy import sparse
 
 
-def matched_targets(forget_ranks, reference_ranks):
+def matched_targets(forget_ranks, reference_ranks, offsets=None):
     """Target rank of each forget pair: the reference quantile at the pair's own quantile
-    among the forget ranks (ties broken by position). Interpolated in log-rank."""
+    among the forget ranks (ties broken by position). Interpolated in log-rank. The j-th of n
+    pairs takes quantile ``(j + o) / n``: ``o`` = 0.5, or the pair's own ``offsets`` entry in
+    [0, 1) (``tru_match_quantiles: drawn``)."""
     forget_ranks = np.asarray(forget_ranks, dtype=np.float64)
     reference = np.log(np.sort(np.asarray(reference_ranks, dtype=np.float64)))
     if len(reference) == 0:
         raise ValueError("the gate's reference (never-trained pairs) is empty")
     order = np.argsort(forget_ranks, kind="stable")
-    quantiles = (np.arange(len(forget_ranks)) + 0.5) / len(forget_ranks)
+    offset = 0.5 if offsets is None else np.asarray(offsets, dtype=np.float64)[order]
+    quantiles = (np.arange(len(forget_ranks)) + offset) / len(forget_ranks)
     positions = quantiles * len(reference) - 0.5
     targets = np.empty(len(forget_ranks))
     targets[order] = np.exp(np.interp(positions, np.arange(len(reference)), reference))
@@ -31,15 +34,16 @@ def matched_targets(forget_ranks, reference_ranks):
 
 
 def matched_targets_per_user(forget_users, forget_ranks, reference_users, reference_ranks, min_reference=3,
-                             min_forget=1):
+                             min_forget=1, offsets=None):
     """:func:`matched_targets` within each user (a forget pair is matched to its own user's
     never-trained pairs); users with fewer than ``min_reference`` reference pairs, or fewer than
     ``min_forget`` forget pairs (``tru_match_min_pairs``: a user's one or two pairs take the middle
     quantiles of the user's reference whatever their order), are matched to the pooled reference
-    in the pooled order. Vectorised over users (no loop): one sort of each side."""
+    in the pooled order. Vectorised over users (no loop): one sort of each side. ``offsets``:
+    :func:`matched_targets`'s, within each user's pairs."""
     forget_users, forget_ranks = np.asarray(forget_users), np.asarray(forget_ranks, dtype=np.float64)
     reference_users, reference_ranks = np.asarray(reference_users), np.asarray(reference_ranks, dtype=np.float64)
-    targets = matched_targets(forget_ranks, reference_ranks)
+    targets = matched_targets(forget_ranks, reference_ranks, offsets)
     if len(forget_ranks) == 0:
         return targets
     ref_order = np.lexsort((reference_ranks, reference_users))          # by user, then rank
@@ -50,7 +54,8 @@ def matched_targets_per_user(forget_users, forget_ranks, reference_users, refere
     counts = np.diff(np.r_[first, len(users)])
     within = np.arange(len(users)) - np.repeat(first, counts)
     pairs_of_user = np.repeat(counts, counts)                           # per pair: its user's forget pairs
-    quantiles = (within + 0.5) / pairs_of_user
+    offset = 0.5 if offsets is None else np.asarray(offsets, dtype=np.float64)[order]
+    quantiles = (within + offset) / pairs_of_user
     lo, hi = np.searchsorted(ref_u, users, "left"), np.searchsorted(ref_u, users, "right")
     m = hi - lo
     own = (m >= min_reference) & (pairs_of_user >= min_forget)
@@ -283,7 +288,8 @@ def reference_pairs(data, partial_pair, item_pair, cold, size, rng):
 
 
 def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weights, *, match, gate,
-               temperature, stop_metric, stop_k, two_sided=False, order=None, min_forget=1):
+               temperature, stop_metric, stop_k, two_sided=False, order=None, min_forget=1, targets_out=None,
+               offsets=None):
     """One check of the gate over the groups (``masks``: group -> forget-pair mask): sets the gate
     ``weights`` of each group's pairs in place (when ``gate``) and returns the check's record,
     whose ``distance`` (the stop's: Recall@``stop_k`` gap, rank AUC distance or KS, pair-weighted over groups) the
@@ -291,7 +297,9 @@ def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weigh
     standard error, :func:`auc_noise`, for a group stopped on the AUC; 0 for the others).
     ``order``: per forget pair, the key the partially deleted users' pairs are matched to the
     reference by (lower: a better reference quantile; ``tru_match_order: support``), instead of
-    their current ranks; ``min_forget``: :func:`matched_targets_per_user`'s."""
+    their current ranks; ``min_forget``, ``offsets`` (per forget pair): :func:`matched_targets_per_user`'s;
+    ``targets_out``: an
+    array [forget pairs] that receives each checked pair's matched target rank."""
     distance, noise, total, record = 0.0, 0.0, 0, {}
     for name, mask in masks.items():
         if name not in reference_ranks or not mask.any():
@@ -299,9 +307,12 @@ def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weigh
         idx, ref_users, ref = np.flatnonzero(mask), groups[name][0], reference_ranks[name]
         key = order[idx] if name == "partial" and order is not None else forget_ranks[idx]
         if name == "partial" and match == "user":
-            targets = matched_targets_per_user(forget_users[idx], key, ref_users, ref, min_forget=min_forget)
+            targets = matched_targets_per_user(forget_users[idx], key, ref_users, ref, min_forget=min_forget,
+                                               offsets=None if offsets is None else offsets[idx])
         else:
-            targets = matched_targets(key, ref)
+            targets = matched_targets(key, ref, None if offsets is None else offsets[idx])
+        if targets_out is not None:
+            targets_out[idx] = targets
         if gate:
             weights[idx] = gate_weights(forget_ranks[idx], targets, temperature, two_sided)
         ks = ks_distance(forget_ranks[idx], ref)

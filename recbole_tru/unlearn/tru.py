@@ -46,6 +46,7 @@ records the time of ``reset``, ``checks``, ``targeted_steps`` (without the check
 """
 import contextlib
 import time
+from logging import getLogger
 
 import numpy as np
 import torch
@@ -67,7 +68,12 @@ RANK_SAMPLE_STREAM = 1                                  # the checks' item sampl
 DRAW_STREAM = 2                                         # reference pairs and repair sample
 PARTNER_SAMPLE_STREAM = 3                               # the users sampled for tru_push_project's bases
 SUPPORT_SAMPLE_STREAM = 4                               # the users whose scores give tru_match_order's profiles
+MATCH_QUANTILE_STREAM = 5                               # tru_match_quantiles: drawn -> each pair's quantile offset
 SUPPORT_USERS = 1024                                    # at most this many users' scores per item profile
+SOLVE_PASSES = 2                                        # tru_solve: targets re-read once after the first solve
+SOLVE_RIDGE = 1e-3                                      # tru_solve: ridge of a user's pair system, x its mean diagonal
+SOLVE_SHRINK = 0.1                                      # tru_solve: ridge of the score metric G, x its mean diagonal
+SOLVE_USERS = 512                                       # tru_solve: users scored against the catalogue at a time
 # tru_sparse_grad: auto: row-sparse gradients from this many table rows (users + items) on. Measured
 # (benchmarks/results/tru_seconds_*.md, one thread): 2,625 rows (ml-100k-mm) dense 7 % faster; 26,000
 # (synthetic Baby) sparse faster, not clearly; 62,000 (Clothing) sparse 30 % faster.
@@ -104,6 +110,11 @@ class TRUTrainer(UnlearnTrainer):
         self.routed_rows = {}                                      # param name -> row mask
         self.push_bases = {}                                       # tru_push_project: param name -> [width, r]
         self.match_order = None                                    # tru_match_order: support -> key per forget pair
+        self.units = None                                          # users whose rows the update may move (tru_budget)
+        self.match_offsets = self._match_offsets()                 # tru_match_quantiles: drawn -> offset per forget pair
+        self.solving = self._solving()                             # tru_solve: rows, on a backbone that allows it
+        # pairs the targeted update steps: the gated ones, less the partial pairs the solve places
+        self.stepped = self.gated[self.item_pair[self.gated]] if self.solving else self.gated
         # TRU's own draws (reference pairs, repair sample) and the checks' item sample each have a
         # stream of their own, apart from the request draw's (recbole_tru.data.forget: forget_seed alone)
         self._rng = np.random.default_rng([int(config["forget_seed"]), DRAW_STREAM])
@@ -115,7 +126,7 @@ class TRUTrainer(UnlearnTrainer):
 
     # ------------------------------------------------------------------ the phases
     def train_loader(self):
-        return self.data.forget_loader(self.option("batch_size"), pairs=self.gated)
+        return self.data.forget_loader(self.option("batch_size"), pairs=self.stepped)
 
     def unlearn(self, show_progress=False):
         start = time.perf_counter()
@@ -151,6 +162,9 @@ class TRUTrainer(UnlearnTrainer):
         self.reset()
         if len(self.gated) == 0:
             self.stop_reason = "nothing to update: every forgotten pair belongs to a fully deleted user"
+        elif self.max_epochs > 0 and len(self.stepped) == 0:
+            self.stop_reason = "no pair to step: the partially deleted users' pairs are solved (tru_solve: rows)"
+            self.repair(first_epoch=0)
         elif self.max_epochs > 0 and self.option("repair_first"):
             self._reference_pairs()              # drawn before the repair's sample, as in the default order
             self.repair(first_epoch=0)
@@ -164,6 +178,8 @@ class TRUTrainer(UnlearnTrainer):
             self.stop_reason = "no targeted update (tru_epochs: 0)"
             self.repair(first_epoch=0)
         self._unfreeze()
+        if self.solving:
+            self.solve()
 
     def reset(self):
         """Phase 1 (``tru_reset``): re-draw the capacity the deleted data owns."""
@@ -305,6 +321,90 @@ class TRUTrainer(UnlearnTrainer):
                                             show_progress=self.show_progress)
                 self._after_epoch(epoch, loss, phase="repair")
 
+    # ------------------------------------------------------------------ solve
+    def _solving(self):
+        """Whether ``tru_solve: rows`` applies: partially deleted users' pairs exist and the
+        backbone's score is linear in a user's rows (:meth:`~recbole_tru.model.base.
+        MultimodalRecommender.linear_user_side`); elsewhere (MMGCN) the option changes nothing."""
+        value = self.option("solve") or "none"
+        if value == "none" or not self.partial_pair.any():
+            return False
+        side = getattr(self.model, "linear_user_side", None)
+        with torch.no_grad():
+            linear = side is not None and side(torch.ones(1, dtype=torch.long, device=self.device)) is not None
+        if not linear:
+            getLogger().info(f"TRU: tru_solve: {value}: {type(self.model).__name__}'s score is not linear in a "
+                             f"user's rows; the partially deleted users' pairs are stepped as without it")
+        return linear
+
+    def solve(self):
+        """Phase 4 (``tru_solve: rows``), last, in place of the targeted steps on the partially
+        deleted users' pairs (those steps match the targets only as far as the stop lets them:
+        the forget ranks keep the original's shape, shifted). For a backbone whose score is
+        linear in the user's rows, ``s_ui = z_i · x_u + b_i``, each such user's forget pairs are
+        put at their matched targets in closed form: the smallest change ``Δ`` of ``x_u`` in the
+        metric of the user's scores over the catalogue (:func:`score_metric_inverse`: ``ΔᵀGΔ`` is
+        about the mean squared change of the user's scores) under which each forget pair
+        scores what the catalogue's item at its target rank scores (the user's other forget
+        pairs with better targets counted above it)::
+
+            Δ = G⁻¹ Z_Fᵀ (Z_F G⁻¹ Z_Fᵀ + ε I)⁻¹ (τ - s_F)
+
+        ``SOLVE_PASSES`` passes, the targets re-matched after each (the reference's ranks move
+        with the rows)."""
+        if self.match_order is None:                    # no targeted update ran: measured here
+            self.match_order = self._match_order()
+        with self._timed("solve"), torch.no_grad():
+            z, b, layout = self.model.linear_user_side(torch.arange(1, self.data.n_items, device=self.device))
+            z = z.double()
+            g_inv = score_metric_inverse(z)
+            units = self.affected_users if self.units is None else self.units
+            for _ in range(SOLVE_PASSES):
+                targets = np.full(len(self.data.forget.rows), np.nan)
+                self._check(phase="solve", targets_out=targets)
+                self._solve_pass(targets, units, z, g_inv, layout)
+            self._check(phase="solved")
+        self.stop_reason = f"{self.stop_reason}; the partially deleted users' pairs solved (tru_solve: rows)"
+
+    def _solve_pass(self, targets, units, z, g_inv, layout):
+        """One pass of :meth:`solve`: every partial pair of a user in ``units`` with a target."""
+        f = self.data.forget
+        pairs = np.flatnonzero(self.partial_pair & np.isin(f.users, units) & np.isfinite(targets))
+        if len(pairs) == 0:
+            return
+        block_users, inverse, counts = np.unique(f.users[pairs], return_inverse=True, return_counts=True)
+        by_count = np.argsort(counts, kind="stable")    # users with as many pairs share a block: less padding
+        block_users, inverse = block_users[by_count], np.argsort(by_count)[inverse]
+        order = np.argsort(inverse, kind="stable")
+        pairs, inverse = pairs[order], inverse[order]
+        items = f.items[pairs]
+        history = self.data.train_history()
+        offsets = dict(self.capacity.user_tables)
+        for start in range(0, len(block_users), SOLVE_USERS):
+            block = block_users[start:start + SOLVE_USERS]
+            take = (inverse >= start) & (inverse < start + len(block))
+            row = torch.as_tensor(inverse[take] - start, device=self.device)
+            item = torch.as_tensor(items[take], device=self.device)
+            scores = user_scores(self.model, block, history).double()
+            current = scores[row, item]
+            scores[row, item] = -torch.inf                  # the list the targets are read from
+            ranked = torch.sort(scores, dim=1, descending=True).values
+            finite = torch.isfinite(ranked).sum(1)[row]
+            # rank t = t - 1 items above: the user's pairs with a higher target among them
+            above = torch.as_tensor(_within_user_order(inverse[take], targets[pairs[take]]), device=self.device)
+            position = torch.clamp(torch.as_tensor(targets[pairs[take]], device=self.device) - 1.5 - above, min=0)
+            position = torch.minimum(position, (finite - 1).double())
+            low = position.floor().long()
+            high = torch.minimum(low + 1, finite - 1)
+            frac = position - low
+            tau = ranked[row, low] * (1 - frac) + ranked[row, high] * frac
+            delta = _min_change(z[item - 1], tau - current, row, len(block), g_inv)
+            column = 0
+            for name, width in layout:
+                rows = torch.as_tensor(block + offsets.get(name, 0), device=self.params[name].device)
+                self.params[name][rows] += delta[:, column:column + width].to(self.params[name].dtype)
+                column += width
+
     # ------------------------------------------------------------------ isolation: reset
     def reset_owned_capacity(self):
         """Re-draw the rows owned by deleted data from the model's own seeded initialisation.
@@ -334,8 +434,8 @@ class TRUTrainer(UnlearnTrainer):
                 out[name] = torch.clamp(out[name] + m, max=1) if name in out else m
             return out
 
-        partial = masks(self.capacity.user_tables, self.units)
-        if self.option("route_items"):
+        partial = {} if self.solving else masks(self.capacity.user_tables, self.units)   # solved, not stepped
+        if self.option("route_items") and not self.solving:
             items = np.unique(self.data.forget.items[self.partial_pair])
             tables = self.capacity.item_id_tables
             if not self.option("route_item_bias"):      # a one-column item table is a bias: it moves the item for every user
@@ -423,10 +523,23 @@ class TRUTrainer(UnlearnTrainer):
                                            self.data.retain_users, self.data.retain_items)
         return key
 
+    def _match_offsets(self):
+        """``tru_match_quantiles``: ``mid`` (None: the j-th of a user's k forget pairs takes the
+        reference quantile ``(j + 0.5) / k``) or ``drawn``: ``(j + u) / k`` with ``u`` uniform in
+        [0, 1), one per forget pair, drawn once per run from a generator of its own. A user's one
+        forget pair then takes a random quantile of the user's reference, as a held-out pair of a
+        retrained model does, not its median (which lies outside the top k of a top-k metric
+        whenever fewer than half of the user's reference pairs are in it)."""
+        value = self.option("match_quantiles") or "mid"
+        if value == "mid":
+            return None
+        rng = np.random.default_rng([int(self.config["forget_seed"]), MATCH_QUANTILE_STREAM])
+        return rng.random(len(self.data.forget.rows))
+
     def _affected_retain_loader(self):
         """Retain batches of the targeted step: the retained interactions of the users of the
         gated pairs (all retained interactions if they have none)."""
-        rows = self.data.neighbourhood_rows(users=np.unique(self.data.forget.users[self.gated]))
+        rows = self.data.neighbourhood_rows(users=np.unique(self.data.forget.users[self.stepped]))
         return self.data.retain_loader(self.option("batch_size"), rows=rows if len(rows) else None)
 
     def _branch_optimizer(self, lr):
@@ -474,7 +587,7 @@ class TRUTrainer(UnlearnTrainer):
         with self._timed("checks"):
             return self._check()
 
-    def _check(self, two_sided=None, phase=None):
+    def _check(self, two_sided=None, phase=None, targets_out=None):
         f, groups = self.data.forget, self._reference_pairs()
         history = self.data.train_history()
         ref_users = np.concatenate([u for u, _ in groups.values()])
@@ -497,12 +610,15 @@ class TRUTrainer(UnlearnTrainer):
         else:
             ref_ranks = self._frozen_ranks
         masks = {"partial": self.partial_pair, "item": self.item_pair}
+        if self.solving and phase not in ("solve", "solved"):     # the solve places the partial pairs
+            masks = {"item": self.item_pair}
         record = {"step": self.step, **gate_check(
             f.users, forget_ranks, masks, groups, ref_ranks, self.weights, match=self.option("match"),
             gate=self.option("gate"), temperature=float(self.option("temperature")),
             stop_metric={"partial": self.option("stop_metric"),
                          "item": self.option("item_stop_metric") or self.option("stop_metric")},
             stop_k=int(self.option("stop_k")), order=self.match_order, min_forget=int(self.option("match_min_pairs")),
+            targets_out=targets_out, offsets=self.match_offsets,
             two_sided=bool(self.option("gate_two_sided")) if two_sided is None else two_sided)}
         if phase:
             record["phase"] = phase
@@ -602,6 +718,10 @@ class TRUTrainer(UnlearnTrainer):
             # the returned state is the one before any targeted step (the first check already met
             # the stop, or every step made it worse): only the reset edited the model, so the
             # repair covers the reset items' pairs only (reset users are exact, as in the user regime)
+            if self.solving:             # the solve edits the partially deleted users: the repair covers them too
+                self.stop_reason = (f"{reason}; returned the state before any targeted step on the deleted items' "
+                                    f"pairs, repair around every gated pair")
+                return True
             reset_pairs = self.gated[self.item_pair[self.gated]] if self.option("reset") else self.gated[:0]
             if len(reset_pairs) == 0:
                 self.stop_reason = f"{reason}; returned the state before any targeted step, no repair"
@@ -690,3 +810,49 @@ class TRUTrainer(UnlearnTrainer):
         if len(rows) == 0:
             return None
         return self.data.retain_loader(self.option("repair_batch_size"), rows=rows)
+
+
+def score_metric_inverse(z):
+    """``G⁻¹`` for ``G = ZᵀZ / n + SOLVE_SHRINK · mean(diag(ZᵀZ / n)) · I`` (float64): ``ΔᵀGΔ`` is
+    the mean squared change of the scores ``Z Δ`` over the ``n`` items, plus a shrinkage that
+    keeps a user's row from moving far along directions the item vectors barely vary in (VBPR's
+    projected content is low-rank: ``ZᵀZ`` is singular on ml-100k-mm), relative to the scale of
+    the vectors, so the same on any data set."""
+    z = z.double()
+    g = z.T @ z / len(z)
+    shrink = SOLVE_SHRINK * g.diagonal().mean()
+    return torch.linalg.inv(g + shrink * torch.eye(g.shape[0], dtype=g.dtype, device=g.device))
+
+
+def _within_user_order(rows, targets):
+    """Per pair, how many of its row's (user's) pairs have a better (lower) target rank (ties by
+    position); ``rows`` sorted."""
+    order = np.lexsort((np.arange(len(rows)), targets, rows))
+    first = np.searchsorted(rows[order], rows[order], "left")
+    out = np.empty(len(rows), dtype=np.float64)
+    out[order] = np.arange(len(rows)) - first
+    return out
+
+
+def _min_change(z_pairs, residual, row, n_rows, g_inv):
+    """Per row r: ``Δ_r = G⁻¹ Z_rᵀ (Z_r G⁻¹ Z_rᵀ + ε I)⁻¹ e_r`` [n_rows, width], the change of
+    smallest ``Δᵀ G Δ`` with ``Z_r Δ = e_r`` (least squares, ridge ``ε = SOLVE_RIDGE`` x the
+    system's mean diagonal, where a row has more pairs than the width). ``z_pairs`` [P, width],
+    ``residual`` [P] and ``row`` [P] (which row each pair changes; sorted)."""
+    counts = torch.bincount(row, minlength=n_rows)
+    width, k = z_pairs.shape[1], int(counts.max())
+    first = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(row), device=row.device) - first[row]
+    zp = z_pairs.new_zeros(n_rows, k, width)
+    zp[row, slot] = z_pairs
+    e = residual.new_zeros(n_rows, k)
+    e[row, slot] = residual
+    w = zp @ g_inv                                              # [n_rows, k, width]: Z G⁻¹
+    system = w @ zp.transpose(1, 2)                             # Z G⁻¹ Zᵀ
+    used = torch.arange(k, device=row.device)[None, :] < counts[:, None]
+    diag = torch.diagonal(system, dim1=1, dim2=2)
+    ridge = SOLVE_RIDGE * (diag * used).sum(1) / counts.clamp(min=1)
+    eye = torch.eye(k, dtype=system.dtype, device=system.device)
+    system = system + eye * torch.where(used, ridge[:, None], torch.ones_like(diag))[:, :, None]
+    alpha = torch.linalg.solve(system, e.unsqueeze(-1)).squeeze(-1)
+    return (alpha.unsqueeze(1) @ w).squeeze(1)
