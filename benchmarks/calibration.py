@@ -68,6 +68,18 @@ VARIANTS = {
     "pooled support order + two-sided gate + rank-AUC stop + repair 4 epochs": {
         "tru_match": "pooled", "tru_match_order": "support", "tru_gate_two_sided": True, "tru_stop_metric": "auc",
         "tru_repair_epochs": 4},
+    # tru_solve (docs/tru.md, "Forget pairs put at their targets in closed form"). The three "no gradient
+    # steps" variants were measured (calibration_solve*.md) while the support key was measured only by the
+    # targeted update's start: they ran in rank order, whatever their labels say; run now, they use support.
+    "rows solved to the targets, support order, no gradient steps": {"tru_solve": "rows", "tru_match_order": "support",
+                                                                    "tru_epochs": 0},
+    "rows solved, support order, no gradient steps, pooled below 3 pairs": {
+        "tru_solve": "rows", "tru_match_order": "support", "tru_epochs": 0, "tru_match_min_pairs": 3},
+    "rows solved, support order, no gradient steps, drawn quantiles": {
+        "tru_solve": "rows", "tru_match_order": "support", "tru_epochs": 0, "tru_match_quantiles": "drawn"},
+    "rows solved, support order, drawn quantiles": {
+        "tru_solve": "rows", "tru_match_order": "support", "tru_match_quantiles": "drawn"},
+    "rows solved, drawn quantiles": {"tru_solve": "rows", "tru_match_quantiles": "drawn"},
     "isolation off (routing + mask)": {"tru_route": False, "tru_isolate": False},
     "learning rate .001": {"tru_learning_rate": 0.001},
     "repair at the training learning rate": {"tru_repair_learning_rate": None},   # the default since 2026-12-06
@@ -91,9 +103,13 @@ VARIANTS = {
     "guarded repair": {"tru_repair_gate": "guarded"},
     "guarded repair, frozen reference": {"tru_repair_gate": "guarded", "tru_reference": "frozen"},
 }
-# the privacy-first preset as it is on disk (properties/presets/tru_privacy.yaml, docs/tru.md)
+# the privacy-first presets as they are on disk (docs/tru.md). The gradient-step preset was
+# properties/presets/tru_privacy.yaml until 2026-12-07 late (now tru_privacy_steps.yaml): the result
+# files of that day name it by its old path, and this label still runs it.
 PRESET = "privacy preset (properties/presets/tru_privacy.yaml)"
-VARIANTS[PRESET] = yaml.safe_load((PROPERTIES / "presets" / "tru_privacy.yaml").read_text(encoding="utf-8"))
+VARIANTS[PRESET] = yaml.safe_load((PROPERTIES / "presets" / "tru_privacy_steps.yaml").read_text(encoding="utf-8"))
+SOLVE_PRESET = "privacy preset, closed-form solve (properties/presets/tru_privacy.yaml)"
+VARIANTS[SOLVE_PRESET] = yaml.safe_load((PROPERTIES / "presets" / "tru_privacy.yaml").read_text(encoding="utf-8"))
 DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"
 
 
