@@ -41,8 +41,10 @@ the masked forget gradient ``G`` (``torch.autograd.grad``) as the surrogate ``Σ
 :meth:`TRUTrainer.unlearn` runs the named phases :meth:`~TRUTrainer.reset`,
 :meth:`~TRUTrainer.targeted_update` and :meth:`~TRUTrainer.repair`; each of their passes is one
 call of RecBole's ``Trainer._train_epoch`` with the phase's ``loss_func``, and the guarded stop
-ends a pass before a step (:class:`~recbole_tru.unlearn.base.UntilStop`). ``phase_seconds``
-records the time of ``reset``, ``checks``, ``targeted_steps`` (without the checks), ``repair``.
+ends a pass before a step (:class:`~recbole_tru.unlearn.base.UntilStop`). With ``tru_solve:
+rows`` (VBPR) the partially deleted users' pairs are not stepped but placed last in closed form,
+:meth:`~TRUTrainer.solve`. ``phase_seconds`` records the time of ``reset``, ``checks``,
+``targeted_steps`` (without the checks), ``repair``, and where they run ``support`` and ``solve``.
 """
 import contextlib
 import time
@@ -355,7 +357,7 @@ class TRUTrainer(UnlearnTrainer):
         if self.match_order is None:                    # no targeted update ran: measured here
             self.match_order = self._match_order()
         with self._timed("solve"), torch.no_grad():
-            z, b, layout = self.model.linear_user_side(torch.arange(1, self.data.n_items, device=self.device))
+            z, _, layout = self.model.linear_user_side(torch.arange(1, self.data.n_items, device=self.device))
             z = z.double()
             g_inv = score_metric_inverse(z)
             units = self.affected_users if self.units is None else self.units
