@@ -723,6 +723,7 @@ def test_solve_gives_each_pair_the_score_at_its_target_and_moves_only_their_user
             assert not changed.any(), name
     # every partial pair, three passes: nearer their targets than before
     config, data, model, trainer = trained("VBPR").setup(forget_share=0.2, tru_solve="rows", tru_epochs=0)
+    f, history = data.forget, data.train_history()
     pairs = np.flatnonzero(trainer.partial_pair)
     targets = np.full(len(f.rows), np.nan)
     targets[pairs] = np.random.default_rng(1).integers(1, 30, size=len(pairs)).astype(float)

@@ -298,8 +298,7 @@ def gate_check(forget_users, forget_ranks, masks, groups, reference_ranks, weigh
     ``order``: per forget pair, the key the partially deleted users' pairs are matched to the
     reference by (lower: a better reference quantile; ``tru_match_order: support``), instead of
     their current ranks; ``min_forget``, ``offsets`` (per forget pair): :func:`matched_targets_per_user`'s;
-    ``targets_out``: an
-    array [forget pairs] that receives each checked pair's matched target rank."""
+    ``targets_out``: an array [forget pairs] that receives each checked pair's matched target rank."""
     distance, noise, total, record = 0.0, 0.0, 0, {}
     for name, mask in masks.items():
         if name not in reference_ranks or not mask.any():

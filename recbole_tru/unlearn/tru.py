@@ -393,8 +393,9 @@ class TRUTrainer(UnlearnTrainer):
             ranked = torch.sort(scores, dim=1, descending=True).values
             finite = torch.isfinite(ranked).sum(1)[row]
             # rank t = t - 1 items above: the user's pairs with a higher target among them
-            above = torch.as_tensor(_within_user_order(inverse[take], targets[pairs[take]]), device=self.device)
-            position = torch.clamp(torch.as_tensor(targets[pairs[take]], device=self.device) - 1.5 - above, min=0)
+            target = targets[pairs[take]]
+            above = torch.as_tensor(_within_user_order(inverse[take], target), device=self.device)
+            position = torch.clamp(torch.as_tensor(target, device=self.device) - 1.5 - above, min=0)
             position = torch.minimum(position, (finite - 1).double())
             low = position.floor().long()
             high = torch.minimum(low + 1, finite - 1)
