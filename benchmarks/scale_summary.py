@@ -1,7 +1,8 @@
 """One CSV of the scale figures: ``benchmarks/results/scale_summary.csv`` from the scale benchmark's
 ``scale*.json`` (``scale.py``, one request per cell), the one-request latency's ``latency*.json``
 (``latency.py``) and the unlearning benchmark's ``unlearning.json`` run on a synthetic data set
-(``unlearning.py --dataset synthetic-baby``: repeated requests, one retrain each).
+(``unlearning.py --dataset synthetic-baby``: repeated requests, one retrain each) and TRU's own
+seconds on cached models (``tru_seconds.py``: methods ``tru[<variant>]``, no retraining timed).
 
 Columns ``backbone,size,request,method,seconds,speedup,forced,generator_affinity,requests,
 forget_gap,forget_gap_ci,retain_gap,retain_gap_ci``:
@@ -14,8 +15,8 @@ forget_gap,forget_gap_ci,retain_gap,retain_gap_ci``:
 * ``speedup``: retrain's seconds / the method's, both from the same run of the same process
   (over repeated requests: the ratio of the medians); empty where that run has no retrain (the
   latency benchmark trains none);
-* ``forced``: 1 where TRU's guarded stop was overridden (a variant with ``tru_stop_delta: 0``),
-  else 0;
+* ``forced``: 1 where TRU's guarded stop was overridden (a variant with ``tru_stop_delta: 0``, or
+  with ``tru_stop: epochs``: a fixed amount of work), else 0;
 * ``generator_affinity``: the synthetic generator's affinity β of the data the row was measured
   on (3.0 since 2026-12-06, when MMGCN began to memorise on it). A report that does not record
   its generator counts as 1.5 (every report before the record was), unless
@@ -147,20 +148,54 @@ def latency_rows(report, unrecorded=BEFORE_RECORDS):
     return rows
 
 
+def _forced_by(overrides):
+    """1 where a variant's overrides take the stop's decision away (``tru_stop_delta: 0``, or
+    ``tru_stop: epochs``: every epoch runs)."""
+    return int(overrides.get("tru_stop_delta", None) == 0 or overrides.get("tru_stop") == "epochs")
+
+
+def seconds_rows(report, unrecorded=BEFORE_RECORDS):
+    """Rows of a ``tru_seconds.py`` report (TRU alone on cached models, no retraining timed): per
+    target and variant the median of the requests' medians, as method ``tru[<variant>]``; the gaps
+    where the run judged against retrained models, no speedup (nothing was retrained in it)."""
+    rows = []
+    by_target = {t["label"]: t for t in report["targets"]}
+    for row in report["summary"]:
+        target = by_target[row["dataset"]]
+        requests = target["requests"]
+        percent = target["forget_share"] * 100
+        label = f"{round(percent)}%" if round(percent) >= 1 and abs(percent - round(percent)) < 0.01 \
+            else str(int(statistics.median(r["interactions"] for r in requests)))
+        gaps = {"requests": row["requests"]}
+        for key in ("forget_gap", "retain_gap"):
+            interval = row.get(key)
+            gaps[key] = _gap(interval["mean"]) if interval else ""
+            gaps[f"{key}_ci"] = _gap(_half_width(interval)) if interval else ""
+        rows.append({"backbone": report["model"], "size": target["dataset"].removeprefix("synthetic-"),
+                     "request": label, "method": f"tru[{row['variant']}]", "seconds": f"{row['median']:.3f}",
+                     "speedup": "", "forced": _forced_by(report["variant_config"][row["variant"]]),
+                     "generator_affinity": _affinity(requests[0].get("data_generator"), unrecorded), **gaps})
+    return rows
+
+
 def summary_rows(report, unrecorded=BEFORE_RECORDS):
-    """The rows of one report of any of the three benchmarks (``unrecorded``: the generator's
+    """The rows of one report of any of the four benchmarks (``unrecorded``: the generator's
     affinity where the report does not record it)."""
+    if "targets" in report and "variant_config" in report:
+        return seconds_rows(report, unrecorded)
     if "unlearn" in report:
         return scale_rows(report, unrecorded)
     if "backbones" in report and "kinds" in report:
         return latency_rows(report, unrecorded)
     if "cells" in report and "dataset" in report:
         return requests_rows(report, unrecorded)
-    raise ValueError("not a scale.py, latency.py or unlearning.py report (no 'unlearn', 'backbones' + 'kinds' "
-                     "nor 'cells' + 'dataset')")
+    raise ValueError("not a scale.py, latency.py, unlearning.py or tru_seconds.py report (no 'unlearn', "
+                     "'backbones' + 'kinds', 'cells' + 'dataset' nor 'targets' + 'variant_config')")
 
 
 def _recorded(report):
+    if "targets" in report:
+        return any(r.get("data_generator") for t in report["targets"] for r in t["requests"])
     if "unlearn" in report:
         return any((d or {}).get("generator") for d in (report.get("data") or {}).values())
     return bool(report.get("generator") or report.get("data_generator"))
@@ -188,7 +223,7 @@ def csv_text(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("reports", nargs="+", help="scale*.json, latency*.json and unlearning.json files")
+    parser.add_argument("reports", nargs="+", help="scale*.json, latency*.json, unlearning.json and tru_seconds*.json files")
     parser.add_argument("--affinity", action="append", default=[], metavar="STEM=BETA",
                         help="the generator's affinity of a report (by file stem) that does not record it")
     parser.add_argument("--out", default=str(HERE / "results" / "scale_summary.csv"))
@@ -205,7 +240,8 @@ def main(argv=None):
                 raise SystemExit(f"{path}: records its generator; --affinity is for reports that do not")
             rows += summary_rows(report, affinities.get(Path(path).stem, BEFORE_RECORDS))
         except (OSError, ValueError, KeyError) as error:
-            raise SystemExit(f"{path}: cannot read it as a scale.py, latency.py or unlearning.py report ({error!r})")
+            raise SystemExit(f"{path}: cannot read it as a scale.py, latency.py, unlearning.py or tru_seconds.py "
+                             f"report ({error!r})")
     text = csv_text(rows)
     write_text(args.out, text, replace=True)
     print(text, end="")

@@ -16,6 +16,15 @@ a default: the seeds may be judged requests' (their cached models are the ones a
         --config '{"data_path": "benchmarks/data", "stopping_step": 10, "epochs": 30}' \\
         --variants '{"sparse rows": {}, "dense gradients": {"tru_sparse_grad": false}}'
 
+Without the retrained models (``--no-retrain``: none is loaded or trained, no gaps are reported) the
+time is still measured; ``--prepare-only`` trains (or finds) every target's cached models first, with
+``--threads`` threads and nothing timed, so the timed run that follows finds them all:
+
+    python benchmarks/tru_seconds.py --model MMGCN --no-retrain --prepare-only --threads 2 \\
+        --target synthetic-baby RUNS_BABY 0.00831 --target synthetic-clothing RUNS_CLOTHING 0.005027 \\
+        --config '{"data_path": "benchmarks/data", "stopping_step": 10, "epochs": 30}'
+    # then the same without --prepare-only and --threads, with --variants
+
 A target is ``DATASET RUNS FORGET_SHARE``: the data set (its YAML is
 ``<data_path>/<DATASET>/<DATASET>.yaml`` where that file exists), the run folder of its cached
 models, and the request's ``forget_share`` as that run drew it (another share is another request:
@@ -35,6 +44,7 @@ import torch  # noqa: E402
 from unlearning_jobs import prepare_cell, variant_config  # noqa: E402
 from unlearning_report import fmt, pm, publish  # noqa: E402
 
+from recbole_tru.data.builders.synthetic import generator_of  # noqa: E402
 from recbole_tru.files import save_png  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 from recbole_tru.stats import paired, t_interval  # noqa: E402
@@ -48,13 +58,16 @@ def config_files(dataset, config):
     return [str(path)] if path.exists() else None
 
 
-def run_request(model, regime, target, seed, variants, reps, config, offset):
+def run_request(model, regime, target, seed, variants, reps, config, offset, retrain=True):
     """Every variant ``reps`` times on one request (order rotated by ``offset``): per variant the
-    runs' seconds and phases, and the last run's gaps, steps and stop."""
+    runs' seconds and phases, and the last run's gaps (None without ``retrain``), steps and stop."""
     dataset, runs, share = target
     extra = {**config, "forget_seed": seed, "forget_share": share, "audit_enabled": False}
     files = config_files(dataset, config)
-    base, data, original, judge, _, files, _ = prepare_cell(model, regime, Path(runs), extra, dataset, files)
+    base, data, original, judge, _, files, (cell, _) = prepare_cell(model, regime, Path(runs), extra, dataset, files,
+                                                                    retrain=retrain)
+    if reps == 0:                   # --prepare-only: the models are cached, nothing is timed
+        return None, None
     names = list(variants)
     order = names[offset % len(names):] + names[:offset % len(names)]
     out = {name: {"seconds": [], "phases": []} for name in names}
@@ -66,13 +79,20 @@ def run_request(model, regime, target, seed, variants, reps, config, offset):
             out[name]["seconds"].append(trainer.seconds)
             out[name]["phases"].append({p: trainer.phase_seconds.get(p, 0.0) for p in PHASES})
             if rep == reps - 1:          # judged once, untimed: every run of a variant is the same edit
-                gaps = judge.report(unlearned)["gap_to_retrain"]
+                gaps = judge.report(unlearned)["gap_to_retrain"] if judge else None
                 out[name].update(steps=trainer.step, stop=trainer.stop_reason,
-                                 forget_gap=gaps["forget"]["recall@20"], retain_gap=gaps["retain"]["recall@20"])
+                                 forget_gap=gaps["forget"]["recall@20"] if gaps else None,
+                                 retain_gap=gaps["retain"]["recall@20"] if gaps else None)
+    request = {"interactions": int(len(data.forget.users)), "data_generator": generator_of(cell["data_path"])}
     for name in names:
         out[name].update(median=float(np.median(out[name]["seconds"])),
                          phase_median={p: float(np.median([r[p] for r in out[name]["phases"]])) for p in PHASES})
-    return out
+    return out, request
+
+
+def gap_interval(values):
+    """The gaps' t-interval; None where no retrained model judged them (``--no-retrain``)."""
+    return None if any(v is None for v in values) else t_interval(values)
 
 
 def summarise(targets, names):
@@ -89,8 +109,9 @@ def summarise(targets, names):
                    "phases": {p: float(np.median([r["variants"][name]["phase_median"][p] for r in requests]))
                               for p in PHASES},
                    "steps": [r["variants"][name]["steps"] for r in requests],
-                   "forget_gap": t_interval([r["variants"][name]["forget_gap"] for r in requests]),
-                   "retain_gap": t_interval([r["variants"][name]["retain_gap"] for r in requests])}
+                   "stops": [r["variants"][name]["stop"] for r in requests],
+                   "forget_gap": gap_interval([r["variants"][name]["forget_gap"] for r in requests]),
+                   "retain_gap": gap_interval([r["variants"][name]["retain_gap"] for r in requests])}
             if name != names[0]:
                 first = [r["variants"][names[0]]["median"] for r in requests]
                 row["vs_first"] = paired(medians, first)
@@ -104,23 +125,28 @@ def summarise(targets, names):
     return rows, growth
 
 
+def gap(interval):
+    return "n/a (no retrained model)" if interval is None else pm(interval)
+
+
 def markdown(report):
     rows, growth = report["summary"], report["growth"]
     lines = [f"# TRU's seconds on cached models ({report['model']}, {report['regime']})", "",
              f"`{report['command']}`", "",
              f"{report['reps']} runs per request and variant, one process, {report['threads']} torch thread(s); "
              "seconds: median over the requests of each request's median (mean ± 95 % CI of those medians); "
-             "phases: medians; gaps: to the cached retrained model (Recall@20).", "",
+             "phases: medians; gaps: to the cached retrained model (Recall@20); steps and stops per request.", "",
              "| data set | variant | requests | seconds: median | mean ± 95 % | - first variant [95 % CI] "
-             "| reset | checks | targeted steps | repair | steps | forget gap | retain gap |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| reset | checks | targeted steps | repair | steps | stops | forget gap | retain gap |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         diff = r.get("vs_first")
         d = "" if diff is None else (f"{diff['diff']['mean']:+.3f} [{fmt(diff['diff']['ci_low'], 3)}, "
                                      f"{fmt(diff['diff']['ci_high'], 3)}] ({diff['wins']}/{diff['n']} faster)")
         lines.append(f"| {r['dataset']} | {r['variant']} | {r['requests']} | {r['median']:.3f} | {pm(r['seconds'], 3)} "
                      f"| {d} | " + " | ".join(f"{r['phases'][p]:.3f}" for p in PHASES)
-                     + f" | {', '.join(map(str, r['steps']))} | {pm(r['forget_gap'])} | {pm(r['retain_gap'])} |")
+                     + f" | {', '.join(map(str, r['steps']))} | {'; '.join(map(str, r.get('stops', [])))} "
+                     f"| {gap(r['forget_gap'])} | {gap(r['retain_gap'])} |")
     if growth:
         lines += ["", "| variant | " + " | ".join(f"growth to {d}" for d in next(iter(growth.values()))) + " |",
                   "| --- | " + " | ".join("---" for _ in next(iter(growth.values()))) + " |"]
@@ -162,6 +188,10 @@ def main(argv=None):
     p.add_argument("--variants", default='{"default": {}}', help="JSON {name: config overrides}")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--tag", default="")
+    p.add_argument("--no-retrain", action="store_true",
+                   help="time TRU without a retrained model (none is loaded or trained; no gaps reported)")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="train (or find) every target's cached models with --threads threads, time nothing")
     args = p.parse_args(argv)
     try:
         variants, config = json.loads(args.variants), json.loads(args.config)
@@ -169,6 +199,8 @@ def main(argv=None):
         p.error(f"--variants / --config: not JSON ({e})")
     if not isinstance(variants, dict) or not variants or not all(isinstance(v, dict) for v in variants.values()):
         p.error("--variants: a JSON object {name: {config key: value}} with at least one variant")
+    if args.reps < 1:
+        p.error(f"--reps: at least 1 run per request and variant (got {args.reps})")
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(args.threads)
     start, targets = time.time(), []
@@ -179,13 +211,19 @@ def main(argv=None):
         target = {"dataset": dataset, "label": label, "runs": runs, "forget_share": float(share), "requests": []}
         for i, seed in enumerate(seeds):
             print(f"[tru_seconds] {dataset} seed {seed} ({time.time() - start:.0f} s)", flush=True)
-            target["requests"].append({"seed": seed, "variants": run_request(
-                args.model, args.regime, (dataset, runs, float(share)), seed, variants, args.reps, config, i)})
+            result, request = run_request(args.model, args.regime, (dataset, runs, float(share)), seed, variants,
+                                          0 if args.prepare_only else args.reps, config, i,
+                                          retrain=not args.no_retrain)
+            target["requests"].append({"seed": seed, **(request or {}), "variants": result})
         targets.append(target)
+    if args.prepare_only:
+        print(f"[tru_seconds] models cached ({time.time() - start:.0f} s); nothing timed", flush=True)
+        return None
     rows, growth = summarise(targets, list(variants))
     report = {"command": "python benchmarks/tru_seconds.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "environment": environment(), "model": args.model, "regime": args.regime, "reps": args.reps,
-              "threads": args.threads, "wall_seconds": time.time() - start, "targets": targets,
+              "threads": args.threads, "variant_config": variants, "retrained": not args.no_retrain,
+              "wall_seconds": time.time() - start, "targets": targets,
               "summary": rows, "growth": growth}
     return publish(args.out, f"tru_seconds{args.tag}", report, markdown, plot)
 

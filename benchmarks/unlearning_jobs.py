@@ -49,9 +49,10 @@ def cell_config(model, regime, out, extra):
             "sisa_parallel": False, **extra}   # SISA's shards one after another: every method timed in one process
 
 
-def prepare_cell(model, regime, out, extra, dataset, config_files=None):
+def prepare_cell(model, regime, out, extra, dataset, config_files=None, retrain=True):
     """Config, retained data, original model, judge and retrain summary of one cell (the
-    original and retrained models come from the run's cache when a cell ran before)."""
+    original and retrained models come from the run's cache when a cell ran before). Without
+    ``retrain`` no retrained model is loaded or trained: judge, summary and retrained are None."""
     base = cell_config(model, regime, out, extra)
     config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=base, read_cmd_line=False)
     _, train, valid, test = load_data(config)
@@ -59,6 +60,8 @@ def prepare_cell(model, regime, out, extra, dataset, config_files=None):
     original, _, _ = pipeline.train_reference(config, (train, valid), cache, "original")
     forget = select_forget(config, train.dataset)
     data = UnlearnData(config, train.dataset, valid.dataset, test.dataset, forget)
+    if not retrain:
+        return base, data, original, None, None, config_files, (config, None)
     retrained, summary, _ = pipeline.train_reference(config, (data.retain_loader(), data.eval_loader("valid")),
                                                      cache, "retrain", pipeline.forget_digest(forget))
     return base, data, original, Judge(config, data, retrained), summary, config_files, (config, retrained)

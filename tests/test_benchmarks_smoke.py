@@ -540,3 +540,30 @@ def test_tru_seconds_benchmark(tiny, tmp_path):
     assert (tmp_path / "r" / "tru_seconds.png").stat().st_size > 0
     with pytest.raises(SystemExit):
         module.main(["--target", TINY, str(tmp_path / "absent"), "0.05", "--out", str(tmp_path / "r")])
+
+
+def test_tru_seconds_without_retrain(tiny, tmp_path):
+    """``--prepare-only`` caches the models and times nothing; ``--no-retrain`` neither loads nor
+    trains a retrained model (none in the cache afterwards), times TRU and reports no gaps."""
+    module = load("tru_seconds")
+    config = json.dumps(json.loads(tiny[tiny.index("--config") + 1]))
+    common = ["--seeds", "1", "--config", config, "--out", str(tmp_path / "r")]
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    assert module.main(["--target", TINY, str(prepared), "0.05", "--prepare-only", *common]) is None
+    cached = sorted(p.name for p in (prepared / "cache").glob("*.pth"))
+    assert any("-original-" in n for n in cached) and any("-retrain-" in n for n in cached)
+    assert not (tmp_path / "r").exists()                         # nothing timed, nothing written
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    report = module.main(["--target", TINY, str(bare), "0.05", "--no-retrain", "--reps", "1", "--tag", "_n", *common])
+    assert not any("-retrain-" in p.name for p in (bare / "cache").glob("*.pth"))
+    assert any("-original-" in p.name for p in (bare / "cache").glob("*.pth"))
+    run = report["targets"][0]["requests"][0]["variants"]["default"]
+    assert run["forget_gap"] is None and run["retain_gap"] is None and len(run["seconds"]) == 1
+    assert run["stop"] == report["summary"][0]["stops"][0]
+    assert report["summary"][0]["forget_gap"] is None
+    assert report["targets"][0]["requests"][0]["interactions"] > 0 and report["retrained"] is False
+    assert "n/a (no retrained model)" in (tmp_path / "r" / "tru_seconds_n.md").read_text()
+    with pytest.raises(SystemExit):
+        module.main(["--target", TINY, str(bare), "0.05", "--reps", "0", *common])

@@ -330,6 +330,30 @@ def test_scale_summary_rows_from_both_benchmarks(tmp_path):
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_scale_summary_rows_of_tru_seconds(tmp_path):
+    """Rows of a tru_seconds.py report: method tru[<variant>], the median of the requests' medians,
+    no speedup (nothing retrained in that run), forced where the variant runs every epoch, the
+    request labelled by its pair count, gaps only where retrained models judged the run."""
+    summary = load_benchmark("scale_summary")
+    requests = [{"seed": s, "interactions": 1000, "data_generator": {"affinity": 3.0}} for s in (1, 2)]
+    report = {"model": "MMGCN", "variant_config": {"defaults": {}, "fixed work": {"tru_stop": "epochs"}},
+              "targets": [{"label": "synthetic-baby", "dataset": "synthetic-baby", "forget_share": 0.00831,
+                           "requests": requests}],
+              "summary": [{"dataset": "synthetic-baby", "variant": "defaults", "requests": 2, "median": 4.5,
+                           "forget_gap": None, "retain_gap": None},
+                          {"dataset": "synthetic-baby", "variant": "fixed work", "requests": 2, "median": 9.25,
+                           "forget_gap": {"mean": 0.02, "ci_low": 0.01, "ci_high": 0.03},
+                           "retain_gap": {"mean": 0.001, "ci_low": 0.0, "ci_high": 0.002}}]}
+    path = tmp_path / "tru_seconds.json"
+    path.write_text(json.dumps(report))
+    out = tmp_path / "s.csv"
+    summary.main([str(path), "--out", str(out)])
+    assert out.read_text().splitlines()[1:] == ["MMGCN,baby,1000,tru[defaults],4.500,,0,3.0,2,,,,",
+                                                "MMGCN,baby,1000,tru[fixed work],9.250,,1,3.0,2,0.0200,0.0100,0.0010,0.0010"]
+    with pytest.raises(SystemExit, match="records its generator"):
+        summary.main([str(path), "--affinity", "tru_seconds=1.5", "--out", str(out)])
+
+
 def test_scale_summary_repeated_requests_and_an_unrecorded_generator(tmp_path):
     """Rows of an unlearning.py report on synthetic data: the median seconds over the requests,
     retrain's median / the method's, the gaps' means with their t-interval half-widths (hand-
