@@ -60,7 +60,7 @@ VALUE_RULES = {
     "tru_stop_metric": _one_of("ks", "recall", "auc"), "tru_item_stop_metric": _one_of("ks", "recall", "auc"), "tru_reference": _one_of("live", "frozen"),
     "tru_reset_items": _one_of("init", "cold"),
     "tru_sparse_grad": ((lambda v: isinstance(v, bool) or v == "auto"), "True, False or auto"),
-    "tru_match": _one_of("pooled", "user"), "tru_match_order": _one_of("rank", "support"), "tru_match_min_pairs": COUNT, "tru_solve": _one_of("none", "rows"), "tru_match_quantiles": _one_of("mid", "drawn"), "tru_temperature": POSITIVE, "tru_stop_delta": NON_NEGATIVE,
+    "tru_match": _one_of("pooled", "user"), "tru_match_order": _one_of("rank", "support"), "tru_match_min_pairs": COUNT, "tru_solve": _one_of("none", "rows"), "tru_solve_passes": COUNT, "tru_match_quantiles": _one_of("mid", "drawn"), "tru_temperature": POSITIVE, "tru_stop_delta": NON_NEGATIVE,
     "tru_repair_budget": POSITIVE, "tru_rank_sample": COUNT_OR_ZERO, "tru_push_project": COUNT_OR_ZERO, "tru_stop_refine": COUNT_OR_ZERO, "tru_repair_learning_rate": POSITIVE_OR_TRAINING,
     "audit_shadow_share": SHARE, "audit_user_holdout": SHARE, "audit_unseen_ratio": NON_NEGATIVE,
     "audit_user_classifier": _one_of("logistic", "mlp"),

@@ -306,6 +306,8 @@ CASES = [
          good_run(tru_match="item"), ValueError, key("tru_match", "item", "pooled, user")),
     Case("unknown_match_order", "tru_match_order: score",
          good_run(tru_match_order="score"), ValueError, key("tru_match_order", "score", "rank, support")),
+    Case("zero_solve_passes", "tru_solve_passes: 0",
+         good_run(tru_solve_passes=0), ValueError, key("tru_solve_passes", 0, "an integer > 0")),
     Case("zero_match_min_pairs", "tru_match_min_pairs: 0",
          good_run(tru_match_min_pairs=0), ValueError, key("tru_match_min_pairs", 0, "an integer > 0")),
     Case("unknown_solve", "tru_solve: all",

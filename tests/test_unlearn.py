@@ -749,6 +749,21 @@ def test_solve_without_a_targeted_update_still_matches_in_support_order(trained)
     assert [c["phase"] for c in trainer.checks if "phase" in c][-1] == "solved"
 
 
+def test_solve_passes_are_the_checks_it_reads_targets_from(trained):
+    """``tru_solve_passes``: one target check per pass, then the final one; the passes more change
+    the users' rows (ID and content side) and nothing else."""
+    phases, states = {}, {}
+    for passes in (1, 3):
+        config, data, model, trainer = trained("VBPR").setup(forget_share=0.2, tru_solve="rows", tru_epochs=0,
+                                                             tru_solve_passes=passes)
+        trainer.unlearn()
+        phases[passes] = [c["phase"] for c in trainer.checks if c.get("phase", "").startswith("solve")]
+        states[passes] = state(model)
+    assert phases == {1: ["solve", "solved"], 3: ["solve", "solve", "solve", "solved"]}
+    moved = [k for k in states[1] if not torch.equal(states[1][k], states[3][k])]
+    assert moved and all(k == "user_embedding.weight" or k.startswith("theta.") for k in moved), moved   # user rows only
+
+
 def test_solve_changes_nothing_without_a_linear_user_side(trained):
     """MMGCN has no ``linear_user_side``: ``tru_solve: rows`` gives the option-off edit, and no
     solve time."""

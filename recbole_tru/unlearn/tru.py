@@ -72,7 +72,6 @@ PARTNER_SAMPLE_STREAM = 3                               # the users sampled for 
 SUPPORT_SAMPLE_STREAM = 4                               # the users whose scores give tru_match_order's profiles
 MATCH_QUANTILE_STREAM = 5                               # tru_match_quantiles: drawn -> each pair's quantile offset
 SUPPORT_USERS = 1024                                    # at most this many users' scores per item profile
-SOLVE_PASSES = 2                                        # tru_solve: targets re-read once after the first solve
 SOLVE_RIDGE = 1e-3                                      # tru_solve: ridge of a user's pair system, x its mean diagonal
 SOLVE_SHRINK = 0.1                                      # tru_solve: ridge of the score metric G, x its mean diagonal
 SOLVE_USERS = 512                                       # tru_solve: users scored against the catalogue at a time
@@ -352,8 +351,8 @@ class TRUTrainer(UnlearnTrainer):
 
             Δ = G⁻¹ Z_Fᵀ (Z_F G⁻¹ Z_Fᵀ + ε I)⁻¹ (τ - s_F)
 
-        ``SOLVE_PASSES`` passes, the targets re-matched after each (the reference's ranks move
-        with the rows)."""
+        ``tru_solve_passes`` passes, the targets re-matched after each (the reference's ranks move
+        with the rows, and so does the catalogue item at a target's rank)."""
         if self.match_order is None:                    # no targeted update ran: measured here
             self.match_order = self._match_order()
         with self._timed("solve"), torch.no_grad():
@@ -361,7 +360,7 @@ class TRUTrainer(UnlearnTrainer):
             z = z.double()
             g_inv = score_metric_inverse(z)
             units = self.affected_users if self.units is None else self.units
-            for _ in range(SOLVE_PASSES):
+            for _ in range(int(self.option("solve_passes"))):
                 targets = np.full(len(self.data.forget.rows), np.nan)
                 self._check(phase="solve", targets_out=targets)
                 self._solve_pass(targets, units, z, g_inv, layout)
