@@ -567,3 +567,30 @@ def test_tru_seconds_without_retrain(tiny, tmp_path):
     assert "n/a (no retrained model)" in (tmp_path / "r" / "tru_seconds_n.md").read_text()
     with pytest.raises(SystemExit):
         module.main(["--target", TINY, str(bare), "0.05", "--reps", "0", *common])
+
+
+def test_solve_levels_benchmark(tiny, tmp_path):
+    """Forget pairs against the same users' validation pairs: hit rates are shares (monotone in
+    k), the deleted items' pairs and the rest split the forget pairs (pair-weighted), the variant
+    ran, the reference rows' names are refused as variants."""
+    module = load("solve_levels")
+    dataset, config = tiny[1], tiny[3]
+    argv = ["--dataset", dataset, "--config", config, "--runs", str(tmp_path / "runs"), "--seeds", "1",
+            "--ks", "5,20", "--out", str(tmp_path / "r"), "--variants", json.dumps({"solve": {"tru_solve": "rows"}})]
+    report = module.main(argv)
+    request = report["requests"][0]
+    assert set(request["models"]) == {"original", "retrain", "solve"}
+    for m in request["models"].values():
+        for group in ("forget", "valid"):
+            assert 0 <= m[group]["5"] <= m[group]["20"] <= 1
+        n_deleted, n = request["deleted_item_pairs"], request["pairs"]
+        if m["partial"] and m["deleted_items"]:
+            mixed = (m["partial"]["20"] * (n - n_deleted) + m["deleted_items"]["20"] * n_deleted) / n
+            assert m["forget"]["20"] == pytest.approx(mixed)
+    assert "solved" in request["models"]["solve"]["stop"]          # the variant ran the solve
+    if not request["deleted_item_pairs"]:
+        assert request["models"]["solve"]["partial"] == request["models"]["solve"]["forget"]
+    assert "| 1 | solve |" in (tmp_path / "r" / "solve_levels.md").read_text()
+    assert (tmp_path / "r" / "solve_levels.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        module.main([*argv[:-1], json.dumps({"retrain": {}})])
