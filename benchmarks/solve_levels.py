@@ -94,22 +94,24 @@ def markdown(report):
 
 
 def plot(report, path):
+    """Per model (the original left out: it is off the scale, in the table) and cut-off k, the
+    forget pairs' hit rate minus the validation pairs', mean over the requests."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    k = str(report["ks"][0])
-    requests = report["requests"]
-    names = list(requests[0]["models"])
-    fig, ax = plt.subplots(figsize=(1.8 + 1.2 * len(names), 3.4))
-    width = 0.8 / max(1, len(requests))
-    for j, request in enumerate(requests):
-        gaps = [request["models"][n]["forget"][k] - (request["models"][n]["valid"] or {}).get(k, np.nan)
-                for n in names]
-        ax.bar(np.arange(len(names)) + j * width, gaps, width, label=f"request {request['seed']}")
+    ks, requests = [str(k) for k in report["ks"]], report["requests"]
+    names = [n for n in requests[0]["models"] if n != "original"]
+    fig, ax = plt.subplots(figsize=(2.2 + 1.3 * len(names), 3.6))
+    width = 0.8 / len(ks)
+    for j, k in enumerate(ks):
+        gaps = [np.mean([r["models"][n]["forget"][k] - r["models"][n]["valid"][k] if r["models"][n]["valid"]
+                         else np.nan for r in requests]) for n in names]
+        ax.bar(np.arange(len(names)) + j * width, gaps, width, label=f"k = {k}")
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(np.arange(len(names)) + width * (len(requests) - 1) / 2, names, fontsize=7, rotation=15)
-    ax.set_ylabel(f"forget hit@{k} - validation hit@{k}")
-    ax.set_title("where each model puts the forget pairs, against its own validation pairs", fontsize=8)
+    ax.set_xticks(np.arange(len(names)) + width * (len(ks) - 1) / 2, names, fontsize=7, rotation=15)
+    ax.set_ylabel("forget hit@k - validation hit@k")
+    ax.set_title(f"forget pairs against the model's own validation pairs ({len(requests)} request(s); "
+                 "the original is off the scale)", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_png(fig, path)
