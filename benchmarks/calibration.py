@@ -110,6 +110,8 @@ PRESET = "privacy preset (properties/presets/tru_privacy.yaml)"
 VARIANTS[PRESET] = yaml.safe_load((PROPERTIES / "presets" / "tru_privacy_steps.yaml").read_text(encoding="utf-8"))
 SOLVE_PRESET = "privacy preset, closed-form solve (properties/presets/tru_privacy.yaml)"
 VARIANTS[SOLVE_PRESET] = yaml.safe_load((PROPERTIES / "presets" / "tru_privacy.yaml").read_text(encoding="utf-8"))
+SOLVE_PRESET_5 = "privacy preset, closed-form solve, 5 passes"       # 2026-12-08: the passes' convergence
+VARIANTS[SOLVE_PRESET_5] = {**VARIANTS[SOLVE_PRESET], "tru_solve_passes": 5}
 DEFAULT = "default (+ deleted items' pairs stop on rank AUC)"
 
 
