@@ -55,8 +55,18 @@ def _request(spec):
     return str(int(spec))
 
 
-def _forced(entry):
-    return int((entry.get("config") or {}).get("tru_stop_delta", None) == 0)
+def _forced(overrides):
+    """1 where a method's config overrides take TRU's stop decision away (``tru_stop_delta: 0``,
+    or ``tru_stop: epochs``: every epoch runs), else 0."""
+    overrides = overrides or {}
+    return int(overrides.get("tru_stop_delta", None) == 0 or overrides.get("tru_stop") == "epochs")
+
+
+def _interaction_label(share, interactions):
+    """An interaction request's label: a whole percentage as scale.py's share requests are
+    labelled (``5%``), else the pair count (``1000``)."""
+    percent = share * 100
+    return f"{round(percent)}%" if round(percent) >= 1 and abs(percent - round(percent)) < 0.01 else str(interactions)
 
 
 def _affinity(generator, unrecorded=BEFORE_RECORDS):
@@ -88,7 +98,7 @@ def scale_rows(report, unrecorded=BEFORE_RECORDS):
                     gaps["retain_gap"] = _gap(abs(entry["test_ndcg@20"] - retrain["test_ndcg@20"]))
                 rows.append({"backbone": cell["model"], "size": cell["size"], "request": _request(forget["forget"]),
                              "method": name, "seconds": f"{entry['seconds']:.3f}", "speedup": speedup,
-                             "forced": _forced(entry), "generator_affinity": affinity, **gaps})
+                             "forced": _forced(entry.get("config")), "generator_affinity": affinity, **gaps})
     return rows
 
 
@@ -110,10 +120,7 @@ def requests_rows(report, unrecorded=BEFORE_RECORDS):
         label = cell["regime"]                               # user, item: whole users / items deleted
         if label == "interaction":
             forget = cell["requests"][0]["forget"]
-            percent = forget["share_of_train"] * 100
-            # a whole percentage as scale.py's share requests are labelled, else the count (1000)
-            label = f"{round(percent)}%" if round(percent) >= 1 and abs(percent - round(percent)) < 0.01 \
-                else str(forget["interactions"])
+            label = _interaction_label(forget["share_of_train"], forget["interactions"])
         per_method = {}
         for record in cell["requests"]:
             for name, entry in record["methods"].items():
@@ -139,19 +146,13 @@ def latency_rows(report, unrecorded=BEFORE_RECORDS):
     rows = []
     for record in report["backbones"]:
         size = record["dataset"].removeprefix("synthetic-")
-        forced = int((report.get("config") or {}).get("tru_stop_delta", None) == 0)
+        forced = _forced(report.get("config"))
         for kind, summary in record["summary"].items():
             rows.append({"backbone": record["model"], "size": size, "request": f"one-{kind}",
                          "method": report["method"], "seconds": f"{summary['median_seconds']:.3f}", "speedup": "",
                          "forced": forced, "generator_affinity": _affinity(report.get("generator"), unrecorded),
                          **NO_GAPS})
     return rows
-
-
-def _forced_by(overrides):
-    """1 where a variant's overrides take the stop's decision away (``tru_stop_delta: 0``, or
-    ``tru_stop: epochs``: every epoch runs)."""
-    return int(overrides.get("tru_stop_delta", None) == 0 or overrides.get("tru_stop") == "epochs")
 
 
 def seconds_rows(report, unrecorded=BEFORE_RECORDS):
@@ -163,9 +164,7 @@ def seconds_rows(report, unrecorded=BEFORE_RECORDS):
     for row in report["summary"]:
         target = by_target[row["dataset"]]
         requests = target["requests"]
-        percent = target["forget_share"] * 100
-        label = f"{round(percent)}%" if round(percent) >= 1 and abs(percent - round(percent)) < 0.01 \
-            else str(int(statistics.median(r["interactions"] for r in requests)))
+        label = _interaction_label(target["forget_share"], int(statistics.median(r["interactions"] for r in requests)))
         gaps = {"requests": row["requests"]}
         for key in ("forget_gap", "retain_gap"):
             interval = row.get(key)
@@ -173,7 +172,7 @@ def seconds_rows(report, unrecorded=BEFORE_RECORDS):
             gaps[f"{key}_ci"] = _gap(_half_width(interval)) if interval else ""
         rows.append({"backbone": report["model"], "size": target["dataset"].removeprefix("synthetic-"),
                      "request": label, "method": f"tru[{row['variant']}]", "seconds": f"{row['median']:.3f}",
-                     "speedup": "", "forced": _forced_by(report["variant_config"][row["variant"]]),
+                     "speedup": "", "forced": _forced(report["variant_config"][row["variant"]]),
                      "generator_affinity": _affinity(requests[0].get("data_generator"), unrecorded), **gaps})
     return rows
 
