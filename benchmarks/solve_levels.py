@@ -38,12 +38,11 @@ from recbole_tru.model.ranking import pair_ranks  # noqa: E402
 from recbole_tru.provenance import environment  # noqa: E402
 
 
-def levels(model, data, ks):
-    """``{group: {k: hit rate}}`` of one model: ``forget``, ``partial`` (pairs of items kept),
-    ``deleted_items`` (None without such pairs) and ``valid`` (the forget users' validation pairs)."""
+def levels(model, data, ks, partial, chosen):
+    """``{group: {k: hit rate}}`` of one model: ``forget``, ``partial`` (pairs of items kept: the
+    mask ``partial``), ``deleted_items`` (None without such pairs) and ``valid`` (the validation
+    pairs in ``chosen``: the forget users')."""
     f, history = data.forget, data.train_history()
-    partial = ~np.isin(f.items, f.deleted_items)
-    chosen = np.isin(data.valid_users, np.unique(f.users))
     forget = pair_ranks(model, f.users, f.items, history)
     valid = pair_ranks(model, data.valid_users[chosen], data.valid_items[chosen], history)
 
@@ -59,15 +58,18 @@ def run_request(args, seed, variants, ks):
     base, data, original, _, _, files, (_, retrained) = prepare_cell(args.model, args.regime, Path(args.runs), extra,
                                                                      args.dataset, files)
     f = data.forget
-    out = {"seed": seed, "pairs": int(len(f.users)), "deleted_item_pairs": int(np.isin(f.items, f.deleted_items).sum()),
-           "users": int(len(np.unique(f.users))), "models": {}}
+    partial, users = ~np.isin(f.items, f.deleted_items), np.unique(f.users)
+    chosen = np.isin(data.valid_users, users)
+    out = {"seed": seed, "pairs": int(len(f.users)), "deleted_item_pairs": int((~partial).sum()),
+           "users": int(len(users)), "models": {}}
     with torch.no_grad():
-        out["models"]["original"] = levels(original, data, ks)
-        out["models"]["retrain"] = levels(retrained, data, ks)
+        out["models"]["original"] = levels(original, data, ks, partial, chosen)
+        out["models"]["retrain"] = levels(retrained, data, ks, partial, chosen)
     for name, overrides in variants.items():
         model, trainer = unlearn_variant(args.model, args.dataset, files, base, overrides, data, original)
         with torch.no_grad():
-            out["models"][name] = {**levels(model, data, ks), "stop": getattr(trainer, "stop_reason", None)}
+            out["models"][name] = {**levels(model, data, ks, partial, chosen),
+                                   "stop": getattr(trainer, "stop_reason", None)}
     return out
 
 
